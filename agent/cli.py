@@ -1,0 +1,239 @@
+"""``patrol-agent`` commands: run, check-config, events.
+
+Exit codes: 0 success, 1 a runtime fault (store, broker), 2 bad config or usage.
+Expected faults print one line naming the problem, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent import __version__
+from agent.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from agent.export import from_record, write_csv, write_geojson, write_jsonl
+from agent.logs import setup_logging
+from agent.store import Store, StoredEvent, StoreError
+from agent.uplink import UplinkError, build_tls_context
+
+log = logging.getLogger("cli")
+
+
+def _fail(msg: str, code: int = 1) -> int:
+    print(f"patrol-agent: {msg}", file=sys.stderr)
+    return code
+
+
+def _config_error(e: ConfigError) -> int:
+    print(f"patrol-agent: invalid config {e.source}:", file=sys.stderr)
+    for p in e.problems:
+        print(f"  {p}", file=sys.stderr)
+    return 2
+
+
+# --- run ----------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.pipeline import Pipeline  # the daemon's imports are not needed by the other commands
+
+    cfg = load_config(args.config)
+    setup_logging(cfg.logging.level)
+    try:
+        pipe = Pipeline(cfg, store_path=args.db)
+    except (StoreError, UplinkError) as e:
+        return _fail(str(e))
+    pipe.install_signal_handlers()
+    pipe.start(until_drained=args.until_drained)
+    try:
+        pipe.wait()
+    finally:
+        pipe.stop()
+    return 0
+
+
+# --- check-config -------------------------------------------------------------
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file)
+    if cfg.mqtt and cfg.mqtt.tls:
+        try:  # a wrong key passphrase or a bad PEM is found here, not in the vehicle
+            build_tls_context(cfg.mqtt.tls)
+        except UplinkError as e:
+            raise ConfigError(str(args.file), [str(e)]) from None
+    print(json.dumps(cfg.masked(), indent=2))
+    print(f"config {args.file} is valid: version {cfg.version}, hash {cfg.content_hash()}",
+          file=sys.stderr)
+    return 0
+
+
+# --- events -------------------------------------------------------------------
+
+def _store_path(args: argparse.Namespace) -> Path:
+    if args.db:
+        return Path(args.db)
+    if args.config:
+        return load_config(args.config).store.path
+    if DEFAULT_CONFIG_PATH.exists():
+        return load_config(DEFAULT_CONFIG_PATH).store.path
+    return Config().store.path
+
+
+def _open_store(args: argparse.Namespace, must_exist: bool = True) -> Store:
+    path = _store_path(args)
+    if must_exist and not path.exists():
+        raise StoreError(f"no store at {path} (give --db PATH or --config FILE)")
+    return Store(path)
+
+
+def _line(s: StoredEvent) -> str:
+    ev = s.event
+    where = (f"{ev.position.lat:.6f},{ev.position.lon:.6f}" if ev.position else "no-fix")
+    return (f"{ev.id}  {ev.captured_utc:%Y-%m-%d %H:%M:%S}  {ev.label:<14} {ev.score:5.2f}  "
+            f"{where:<22} {s.state:<9} {s.attempts}")
+
+
+def cmd_events_list(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        rows = list(store.iter_events(state=args.state, label=args.label, limit=args.limit,
+                                      newest_first=True))
+        counts = store.counts()
+    print(f"{'id':<36}  {'captured (UTC)':<19}  {'label':<14} {'score':>5}  "
+          f"{'position':<22} {'state':<9} attempts")
+    for s in reversed(rows):
+        print(_line(s))
+    print(f"{len(rows)} shown; {counts['pending']} pending, {counts['delivered']} delivered")
+    return 0
+
+
+def cmd_events_show(args: argparse.Namespace) -> int:
+    from agent.export import to_record
+
+    with _open_store(args) as store:
+        matches = store.find(args.id)
+    if not matches:
+        return _fail(f"no event with id {args.id!r}")
+    if len(matches) > 1:
+        return _fail(f"id {args.id!r} is ambiguous: " + ", ".join(m.event.id for m in matches))
+    s = matches[0]
+    print(json.dumps(to_record(s), indent=2))
+    if args.image:
+        Path(args.image).write_bytes(s.event.image_jpeg)
+        print(f"image written to {args.image} ({len(s.event.image_jpeg)} bytes)", file=sys.stderr)
+    return 0
+
+
+def cmd_events_export(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        events = store.iter_events(state=args.state, label=args.label)
+        out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
+        try:
+            if args.format == "jsonl":
+                n = write_jsonl(events, out, args.with_images)
+            elif args.format == "geojson":
+                n = write_geojson(events, out)
+            else:
+                n = write_csv(events, out)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+    print(f"exported {n} events as {args.format}" + (f" to {args.out}" if args.out else ""),
+          file=sys.stderr)
+    return 0
+
+
+def cmd_events_import(args: argparse.Namespace) -> int:
+    try:
+        lines = Path(args.file).read_text().splitlines()
+    except OSError as e:
+        return _fail(f"cannot read {args.file}: {e.strerror}")
+    events, bad = [], 0
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            events.append(from_record(json.loads(line)))
+        except (ValueError, TypeError, AttributeError) as e:
+            bad += 1
+            print(f"patrol-agent: {args.file}:{no}: skipped: {e}", file=sys.stderr)
+    with _open_store(args, must_exist=False) as store:
+        new = [e for e in events if store.get(e.id) is None]
+        store.add_many(new)
+    print(f"imported {len(new)} events ({len(events) - len(new)} already present, {bad} bad)",
+          file=sys.stderr)
+    return 1 if bad else 0
+
+
+# --- wiring -------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="patrol-agent",
+                                description="Field collection agent for city patrol vehicles.")
+    p.add_argument("--version", action="version", version=f"patrol-agent {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the agent (the daemon)")
+    r.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="TOML config file")
+    r.add_argument("--db", help="outbox SQLite file (overrides store.path)")
+    r.add_argument("--until-drained", action="store_true",
+                   help="exit once every stored event is delivered")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check-config", help="validate a config and print it, secrets masked")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_check_config)
+
+    e = sub.add_parser("events", help="look at the local outbox")
+    src = argparse.ArgumentParser(add_help=False)
+    src.add_argument("--config", help="take the store path from this config")
+    src.add_argument("--db", help="outbox SQLite file")
+    esub = e.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+
+    el = esub.add_parser("list", parents=[src], help="recent events, one line each")
+    el.add_argument("--state", choices=["pending", "delivered"])
+    el.add_argument("--label")
+    el.add_argument("--limit", type=int, default=50)
+    el.set_defaults(func=cmd_events_list)
+
+    es = esub.add_parser("show", parents=[src], help="one event in full")
+    es.add_argument("id", help="event id, or a unique prefix of it")
+    es.add_argument("--image", metavar="FILE", help="also write the event's JPEG here")
+    es.set_defaults(func=cmd_events_show)
+
+    ex = esub.add_parser("export", parents=[src], help="events as JSON Lines, GeoJSON or CSV")
+    ex.add_argument("--format", choices=["jsonl", "geojson", "csv"], default="jsonl")
+    ex.add_argument("--out", help="file to write (default: standard output)")
+    ex.add_argument("--state", choices=["pending", "delivered"])
+    ex.add_argument("--label")
+    ex.add_argument("--with-images", action="store_true",
+                    help="jsonl only: embed each JPEG (base64), for events import elsewhere")
+    ex.set_defaults(func=cmd_events_export)
+
+    ei = esub.add_parser("import", parents=[src],
+                         help="add events exported with --with-images (ids are kept)")
+    ei.add_argument("file")
+    ei.set_defaults(func=cmd_events_import)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "run":
+        setup_logging("WARNING")
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        return _config_error(e)
+    except StoreError as e:
+        return _fail(str(e))
+    except BrokenPipeError:  # `patrol-agent events export | head`
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

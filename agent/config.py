@@ -1,0 +1,296 @@
+"""The one typed configuration schema: defaults, loading, validation, hashing.
+
+A unit is configured by one TOML file (``/etc/patrol-agent/agent.toml`` on a Pi).
+Every section below exists even where a stage that uses it is still to come, so
+that a config written today keeps validating tomorrow. Unknown keys and wrong
+types are errors that name the key: a typo in a field deployment must not be
+silently ignored.
+
+Secrets (the broker password, the TLS key passphrase) never need to be in the
+file: each can also come from an environment variable or from a file (for
+systemd's ``LoadCredential=``). They are ``SecretStr`` so that printing or
+logging the config shows ``**********``, and they are left out of the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# Environment variables that may carry secrets; the file always wins over nothing,
+# the environment wins over the file so a technician can override on the spot.
+ENV_MQTT_PASSWORD = "PATROL_MQTT_PASSWORD"
+ENV_MQTT_KEY_PASSWORD = "PATROL_MQTT_KEY_PASSWORD"
+
+DEFAULT_CONFIG_PATH = Path("/etc/patrol-agent/agent.toml")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` names each bad key."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class Section(BaseModel):
+    # forbid: an unknown key is a typo until proven otherwise.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class DeviceConfig(Section):
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = (
+        "patrol-unit"
+    )
+    """Unique per vehicle; part of every MQTT topic and of the MQTT client id."""
+    name: str = ""
+    """Free text for the office (e.g. the vehicle's plate or fleet number)."""
+
+
+class CameraConfig(Section):
+    kind: Literal["opencv", "picamera2"] = "opencv"
+    source: str = "0"
+    """OpenCV: a device index, an RTSP/HTTP URL, a video file or a folder of images."""
+    width: Annotated[int, Field(ge=64, le=4096)] = 1280
+    height: Annotated[int, Field(ge=64, le=4096)] = 720
+    fps: Annotated[float, Field(gt=0, le=120)] = 10.0
+
+
+class GpsConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 2947
+
+
+class DetectorConfig(Section):
+    model: Path = Path("models/civil-complaint.tflite")
+    labels: Path | None = None
+    threads: Annotated[int, Field(ge=1, le=16)] = 4
+    score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+
+class EventsConfig(Section):
+    jpeg_quality: Annotated[int, Field(ge=10, le=100)] = 85
+    redact: bool = True
+    """Blur faces and licence plates before an image is stored. Off only by config."""
+
+
+class StoreConfig(Section):
+    path: Path = Path("/var/lib/patrol-agent/outbox.db")
+    retention_hours: Annotated[float, Field(ge=0)] = 72.0
+    """Delivered events (and their images) are deleted this long after delivery."""
+    prune_interval_s: PositiveSeconds = 600.0
+
+
+class TlsConfig(Section):
+    ca_file: Path | None = None
+    """CA bundle that signed the broker's certificate; None means the system store."""
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    key_password: SecretStr | None = None
+    key_password_file: Path | None = None
+    insecure_skip_verify: bool = False
+    """Only for bench work against a self-signed broker; logged loudly when on."""
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class MqttConfig(Section):
+    host: Annotated[str, Field(min_length=1)]
+    """The broker's host name or address. Required: there is no sensible default."""
+    port: Port | None = None
+    """Defaults to 8883 with TLS, 1883 without."""
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str | None = None
+    """Defaults to ``patrol-{device.id}``."""
+    root: Annotated[str, Field(min_length=1, pattern=r"^[^#+]+$")] = "patrol"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    tls: TlsConfig | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    inflight_window: Annotated[int, Field(ge=1, le=1000)] = 20
+    """Events published but not yet acknowledged, at most (each is event + image)."""
+    reconnect_min_s: PositiveSeconds = 1.0
+    reconnect_max_s: PositiveSeconds = 120.0
+    connect_timeout_s: PositiveSeconds = 15.0
+
+    @field_validator("root")
+    @classmethod
+    def _no_slash_at_ends(cls, v: str) -> str:
+        if v.startswith("/") or v.endswith("/"):
+            raise ValueError("must not start or end with '/'")
+        return v
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> MqttConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return 8883 if self.tls is not None else 1883
+
+
+class HealthConfig(Section):
+    telemetry_interval_s: PositiveSeconds = 30.0
+    watchdog: bool = True
+    """Ping systemd's watchdog when the unit has WatchdogSec= set."""
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(Section):
+    version: Annotated[int, Field(ge=0)] = 0
+    """Raised by whoever edits the config (the office, remotely); reported back."""
+    device: DeviceConfig = DeviceConfig()
+    camera: CameraConfig = CameraConfig()
+    gps: GpsConfig = GpsConfig()
+    detector: DetectorConfig = DetectorConfig()
+    events: EventsConfig = EventsConfig()
+    store: StoreConfig = StoreConfig()
+    mqtt: MqttConfig | None = None
+    """No [mqtt] section: findings stay in the store until one is configured."""
+    health: HealthConfig = HealthConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    def content_hash(self) -> str:
+        """sha256 over the effective config without secrets; same config, same hash."""
+        data = self.model_dump(mode="json", exclude=_SECRET_FIELDS)
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def masked(self) -> dict[str, Any]:
+        """The effective config as plain data with every secret shown as '***'."""
+        data = self.model_dump(mode="json")
+        mqtt = data.get("mqtt")
+        if mqtt:
+            if mqtt.get("password") is not None:
+                mqtt["password"] = "***"
+            if mqtt.get("tls") and mqtt["tls"].get("key_password") is not None:
+                mqtt["tls"]["key_password"] = "***"
+        return data
+
+    def mqtt_client_id(self) -> str:
+        assert self.mqtt is not None
+        return self.mqtt.client_id or f"patrol-{self.device.id}"
+
+
+_SECRET_FIELDS: dict[str, Any] = {"mqtt": {"password": True, "tls": {"key_password": True}}}
+
+
+def _format_errors(err: ValidationError, data: dict[str, Any]) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "missing":
+            problems.append(f"{loc}: required key is missing")
+            continue
+        if e["type"] == "extra_forbidden":
+            problems.append(f"{loc}: unknown key")
+            continue
+        shown = "***" if _is_secret_loc(e["loc"]) else repr(e.get("input"))
+        problems.append(f"{loc} = {shown}: {msg}")
+    return problems
+
+
+def _is_secret_loc(loc: tuple[Any, ...]) -> bool:
+    return bool(loc) and str(loc[-1]) in {"password", "key_password"}
+
+
+def _read_secret_file(path: Path, key: str) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise ConfigError(str(path), [f"{key} = {str(path)!r}: cannot read ({e.strerror})"]) from e
+
+
+def _fill_secrets(data: dict[str, Any]) -> None:
+    """Resolve secrets from the environment and secret files into the raw data."""
+    mqtt = data.get("mqtt")
+    if not isinstance(mqtt, dict):
+        return
+    if env := os.environ.get(ENV_MQTT_PASSWORD):
+        mqtt["password"] = env
+    elif isinstance(pf := mqtt.get("password_file"), str) and "password" not in mqtt:
+        mqtt["password"] = _read_secret_file(Path(pf), "mqtt.password_file")
+    tls = mqtt.get("tls")
+    if isinstance(tls, dict):
+        if env := os.environ.get(ENV_MQTT_KEY_PASSWORD):
+            tls["key_password"] = env
+        elif isinstance(kf := tls.get("key_password_file"), str) and "key_password" not in tls:
+            tls["key_password"] = _read_secret_file(Path(kf), "mqtt.tls.key_password_file")
+
+
+def _check_files(cfg: Config) -> list[str]:
+    """Files the config names must be readable now, not at the first reconnect."""
+    problems = []
+    if cfg.mqtt and cfg.mqtt.tls:
+        tls = cfg.mqtt.tls
+        for key, path in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file),
+                          ("key_file", tls.key_file)):
+            if path is None:
+                continue
+            try:
+                with open(path, "rb") as fh:
+                    fh.read(1)
+            except OSError as e:
+                problems.append(f"mqtt.tls.{key} = {str(path)!r}: cannot read ({e.strerror})")
+    return problems
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> Config:
+    """Validate raw config data (e.g. parsed TOML) into a Config, or raise ConfigError."""
+    data = json.loads(json.dumps(data, default=str))  # deep copy; we fill secrets in place
+    _fill_secrets(data)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(source, _format_errors(e, data)) from None
+    problems = _check_files(cfg)
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config file, or raise ConfigError naming each problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(str(path), [f"cannot read config file ({e.strerror})"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(str(path), [f"not valid TOML: {e}"]) from None
+    return parse_config(data, source=str(path))

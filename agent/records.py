@@ -1,0 +1,73 @@
+"""The small immutable records that stages pass to each other.
+
+Stages never reach into each other's objects; they hand over one of these.
+Later stages (frames, fixes, detections, tracks) add their records here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import uuid6
+
+EVENT_SCHEMA_VERSION = 1
+"""Version of the event JSON published on ``{root}/{dev}/events``."""
+
+
+def new_event_id() -> str:
+    """A device-made, time-ordered id (UUIDv7): receivers drop duplicates by it,
+    and sorting by it is sorting by creation time."""
+    return str(uuid6.uuid7())
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    lat: float
+    lon: float
+    accuracy_m: float | None = None
+    source: str = "gps"
+    """How the position was found: 'object' (projected), 'vehicle', 'gps' …"""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One finding: a civil-complaint element seen by the camera, with its picture."""
+
+    label: str
+    score: float
+    bbox: tuple[float, float, float, float]
+    """x1, y1, x2, y2 as fractions of the image width and height."""
+    captured_utc: datetime
+    captured_mono: float
+    """time.monotonic() of the frame's capture (this boot), for ordering and lag."""
+    image_jpeg: bytes = field(repr=False)
+    position: Position | None = None
+    model: str = ""
+    config_version: int = 0
+    id: str = field(default_factory=new_event_id)
+    attributes: dict[str, object] = field(default_factory=dict)
+    """Stage-specific extras (frame count, track length …), carried into the JSON."""
+
+    def __post_init__(self) -> None:
+        if self.captured_utc.tzinfo is None:
+            raise ValueError("Event.captured_utc must be timezone-aware (UTC)")
+        if not self.image_jpeg.startswith(b"\xff\xd8"):
+            raise ValueError("Event.image_jpeg is not a JPEG (no SOI marker)")
+
+    def replace(self, **changes: object) -> Event:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso_utc(ts: datetime) -> str:
+    """UTC, millisecond precision, 'Z': sorts as text in time order."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_iso_utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -1,0 +1,329 @@
+"""The SQLite outbox: an event exists once it is committed here.
+
+From the moment :meth:`Store.add` returns, the event and its JPEG are on the SD
+card and will reach the broker at least once, whatever happens to the network,
+the broker, the process or the power. The uplink reads pending rows oldest
+first and marks them delivered only when the broker has acknowledged them.
+
+Durability (see docs/store.md for the reasoning):
+
+* WAL journal: readers (the uplink, the CLI) never block the writer, and a
+  crash or power cut leaves the database consistent.
+* ``synchronous=FULL`` on the connection that adds events: every commit fsyncs
+  the WAL, so a committed event survives ``kill -9`` *and* a power cut. Events
+  are rare (a few a minute), so one fsync per event costs nothing that matters.
+* ``synchronous=NORMAL`` is allowed for the uplink's bookkeeping connection:
+  losing a "delivered" mark on a power cut only means the event is sent once
+  more, which the at-least-once contract already allows.
+
+Each thread opens its own :class:`Store`; SQLite connections are not shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlite_utils
+
+from agent.records import Event, Position, iso_utc, parse_iso_utc
+
+SCHEMA_VERSION = 1
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+
+class StoreError(Exception):
+    """The outbox cannot be opened or used; the message says why."""
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db.execute("""
+        CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            captured_utc TEXT NOT NULL,
+            captured_mono REAL NOT NULL,
+            label TEXT NOT NULL,
+            score REAL NOT NULL,
+            bbox TEXT NOT NULL,
+            lat REAL,
+            lon REAL,
+            position_accuracy_m REAL,
+            position_source TEXT,
+            model TEXT NOT NULL DEFAULT '',
+            config_version INTEGER NOT NULL DEFAULT 0,
+            attributes TEXT NOT NULL DEFAULT '{}',
+            created_utc TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_attempt_utc TEXT,
+            delivered_utc TEXT
+        )""")
+    db.execute("CREATE INDEX events_state_id ON events (state, id)")
+    db.execute("CREATE INDEX events_state_created ON events (state, created_utc)")
+    db.execute("CREATE INDEX events_delivered ON events (delivered_utc) WHERE state = 'delivered'")
+    db.execute("""
+        CREATE TABLE images (
+            event_id TEXT PRIMARY KEY REFERENCES events (id) ON DELETE CASCADE,
+            jpeg BLOB NOT NULL,
+            sha256 TEXT NOT NULL
+        )""")
+
+
+# Forward migrations: MIGRATIONS[n] takes a database at schema n to n + 1.
+# Append only; never edit a released step.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1]
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as the outbox holds it: the event plus its delivery state."""
+
+    event: Event
+    state: str
+    attempts: int
+    created_utc: datetime
+    last_attempt_utc: datetime | None
+    delivered_utc: datetime | None
+    image_sha256: str
+
+
+class Store:
+    """One connection to the outbox. Not to be shared between threads."""
+
+    def __init__(self, path: str | Path, synchronous: Synchronous = "FULL",
+                 busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open store {self.path}: {e}") from None
+        self.db = sqlite_utils.Database(conn)
+        try:
+            self._setup(synchronous)
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise StoreError(f"store {self.path} is unusable: {e}") from None
+
+    def _setup(self, synchronous: Synchronous) -> None:
+        db = self.db
+        # auto_vacuum must be chosen before the first table exists; it lets
+        # prune() give space back to the SD card without a full VACUUM.
+        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StoreError(f"store {self.path}: cannot switch to WAL (got {mode})")
+        db.execute(f"PRAGMA synchronous = {synchronous}")
+        db.execute("PRAGMA foreign_keys = ON")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        db = self.db
+        current = db.execute("PRAGMA user_version").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema {current}, this agent knows up to "
+                f"{SCHEMA_VERSION}: upgrade the agent, do not delete the store")
+        while current < SCHEMA_VERSION:
+            # IMMEDIATE: two processes opening a new store must not both migrate.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = db.execute("PRAGMA user_version").fetchone()[0]
+                if now == current:
+                    MIGRATIONS[current](db)
+                    db.execute(f"PRAGMA user_version = {current + 1}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.rollback()
+                raise
+            current = db.execute("PRAGMA user_version").fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """A write transaction. IMMEDIATE takes the write lock up front, so two
+        writers queue on the busy timeout instead of one failing at once with
+        "database is locked" when a read would have to turn into a write."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.rollback()
+            raise
+        self.db.execute("COMMIT")
+
+    def add(self, event: Event) -> None:
+        """Commit one event with its JPEG, atomically and durably."""
+        self.add_many([event])
+
+    def add_many(self, events: list[Event]) -> None:
+        """Commit several events in one transaction (one fsync for all)."""
+        now = iso_utc(datetime.now(UTC))
+        with self._write():
+            for ev in events:
+                self.db["events"].insert(_event_row(ev, now))
+                self.db["images"].insert({
+                    "event_id": ev.id,
+                    "jpeg": ev.image_jpeg,
+                    "sha256": hashlib.sha256(ev.image_jpeg).hexdigest(),
+                })
+
+    def mark_attempted(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        now = iso_utc(datetime.now(UTC))
+        with self._write():
+            self.db.conn.executemany(
+                "UPDATE events SET attempts = attempts + 1, last_attempt_utc = ? WHERE id = ?",
+                [(now, i) for i in ids])
+
+    def mark_delivered(self, ids: list[str]) -> None:
+        """Only for ids whose messages the broker has acknowledged."""
+        if not ids:
+            return
+        now = iso_utc(datetime.now(UTC))
+        with self._write():
+            self.db.conn.executemany(
+                "UPDATE events SET state = 'delivered', delivered_utc = ? "
+                "WHERE id = ? AND state = 'pending'",
+                [(now, i) for i in ids])
+
+    def prune(self, retention: timedelta, now: datetime | None = None) -> int:
+        """Delete delivered events (and images) older than ``retention``; pending are kept."""
+        cutoff = iso_utc((now or datetime.now(UTC)) - retention)
+        with self._write():
+            cur = self.db.execute(
+                "DELETE FROM events WHERE state = 'delivered' AND delivered_utc < ?", [cutoff])
+            n = cur.rowcount
+        if n:
+            self.db.execute("PRAGMA incremental_vacuum")
+        return n
+
+    # --- reading -----------------------------------------------------------
+
+    def pending(self, limit: int, exclude: set[str] | frozenset[str] = frozenset(),
+                created_since: datetime | None = None) -> list[StoredEvent]:
+        """Pending events oldest first, skipping ``exclude`` (the in-flight set);
+        with ``created_since``, only those committed at or after that time."""
+        where, params = "WHERE e.state = 'pending'", []
+        if created_since is not None:
+            where += " AND e.created_utc >= ?"
+            params.append(iso_utc(created_since))
+        # exclude is small (at most the in-flight window): over-fetch by its size and filter.
+        rows = self._select(f"{where} ORDER BY e.id LIMIT ?", [*params, limit + len(exclude)])
+        return [r for r in rows if r.event.id not in exclude][:limit]
+
+    def get(self, event_id: str) -> StoredEvent | None:
+        rows = self._select("WHERE e.id = ?", [event_id])
+        return rows[0] if rows else None
+
+    def find(self, prefix: str) -> list[StoredEvent]:
+        """Events whose id starts with ``prefix`` (ids are long to type)."""
+        return self._select("WHERE e.id LIKE ? ORDER BY e.id LIMIT 10", [prefix + "%"])
+
+    def iter_events(self, state: str | None = None, since: datetime | None = None,
+                    label: str | None = None, limit: int | None = None,
+                    newest_first: bool = False) -> Iterator[StoredEvent]:
+        where, params = [], []
+        if state:
+            where.append("e.state = ?")
+            params.append(state)
+        if since:
+            where.append("e.captured_utc >= ?")
+            params.append(iso_utc(since))
+        if label:
+            where.append("e.label = ?")
+            params.append(label)
+        sql = ("WHERE " + " AND ".join(where)) if where else ""
+        sql += " ORDER BY e.id " + ("DESC" if newest_first else "ASC")
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        yield from self._select(sql, params)
+
+    def counts(self) -> dict[str, int]:
+        out = {"pending": 0, "delivered": 0}
+        for state, n in self.db.execute("SELECT state, count(*) FROM events GROUP BY state"):
+            out[state] = n
+        return out
+
+    def oldest_pending_utc(self) -> datetime | None:
+        row = self.db.execute(
+            "SELECT min(captured_utc) FROM events WHERE state = 'pending'").fetchone()
+        return parse_iso_utc(row[0]) if row and row[0] else None
+
+    def _columns(self) -> list[str]:
+        return [c.name for c in self.db["events"].columns] + ["jpeg", "sha256"]
+
+    def _select(self, where: str, params: list[Any]) -> list[StoredEvent]:
+        cols = self._columns()
+        rows = self.db.execute(
+            "SELECT e.*, i.jpeg, i.sha256 FROM events e JOIN images i ON i.event_id = e.id "
+            + where, params).fetchall()
+        return [_stored(dict(zip(cols, r, strict=True))) for r in rows]
+
+
+def _event_row(ev: Event, created: str) -> dict[str, Any]:
+    pos = ev.position
+    return {
+        "id": ev.id,
+        "captured_utc": iso_utc(ev.captured_utc),
+        "captured_mono": ev.captured_mono,
+        "label": ev.label,
+        "score": float(ev.score),
+        "bbox": json.dumps([round(float(v), 5) for v in ev.bbox]),
+        "lat": pos.lat if pos else None,
+        "lon": pos.lon if pos else None,
+        "position_accuracy_m": pos.accuracy_m if pos else None,
+        "position_source": pos.source if pos else None,
+        "model": ev.model,
+        "config_version": ev.config_version,
+        "attributes": json.dumps(ev.attributes, sort_keys=True, default=str),
+        "created_utc": created,
+    }
+
+
+def _stored(d: dict[str, Any]) -> StoredEvent:
+    pos = None
+    if d["lat"] is not None and d["lon"] is not None:
+        pos = Position(d["lat"], d["lon"], d["position_accuracy_m"], d["position_source"] or "gps")
+    ev = Event(
+        id=d["id"],
+        label=d["label"],
+        score=d["score"],
+        bbox=tuple(json.loads(d["bbox"])),
+        captured_utc=parse_iso_utc(d["captured_utc"]),
+        captured_mono=d["captured_mono"],
+        image_jpeg=d["jpeg"],
+        position=pos,
+        model=d["model"],
+        config_version=d["config_version"],
+        attributes=json.loads(d["attributes"]),
+    )
+    return StoredEvent(
+        event=ev,
+        state=d["state"],
+        attempts=d["attempts"],
+        created_utc=parse_iso_utc(d["created_utc"]),
+        last_attempt_utc=parse_iso_utc(d["last_attempt_utc"]) if d["last_attempt_utc"] else None,
+        delivered_utc=parse_iso_utc(d["delivered_utc"]) if d["delivered_utc"] else None,
+        image_sha256=d["sha256"],
+    )

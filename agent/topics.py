@@ -1,0 +1,49 @@
+"""The MQTT topic tree of one unit (docs/mqtt.md is the contract this mirrors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    root: str
+    device: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.root}/{self.device}"
+
+    @property
+    def status(self) -> str:
+        """Retained ``online`` / ``offline`` (also the Last Will)."""
+        return f"{self.base}/status"
+
+    @property
+    def events(self) -> str:
+        return f"{self.base}/events"
+
+    def image(self, event_id: str) -> str:
+        return f"{self.base}/images/{event_id}"
+
+    @property
+    def telemetry(self) -> str:
+        return f"{self.base}/telemetry"
+
+    @property
+    def config_desired(self) -> str:
+        return f"{self.base}/config/desired"
+
+    @property
+    def fleet_config_desired(self) -> str:
+        return f"{self.root}/fleet/config/desired"
+
+    @property
+    def config_reported(self) -> str:
+        return f"{self.base}/config/reported"
+
+    def cmd(self, name: str) -> str:
+        return f"{self.base}/cmd/{name}"
+
+    def cmd_result(self, name: str) -> str:
+        return f"{self.base}/cmd/{name}/result"

@@ -1,0 +1,447 @@
+"""MQTT uplink: delivers the outbox to the broker, at least once.
+
+One thread owns the paho client and drives it with ``client.loop()``, so paho's
+callbacks, our publishing and our SQLite bookkeeping all happen on that thread:
+no locks, no queue between the PUBACK and the "delivered" mark.
+
+Delivery rules (the contract in docs/mqtt.md):
+
+* Each event is two QoS 1 messages: its redacted JPEG on ``images/{id}`` first,
+  then its JSON on ``events``. The event is marked delivered only when the
+  broker has acknowledged both (paho's ``on_publish`` for those message ids,
+  with a success reason code), never when ``publish()`` returns.
+* At most ``mqtt.inflight_window`` events are unacknowledged at once.
+* On every (re)connect, whatever paho still held unacknowledged is dropped and
+  sent again from the store; the store, not paho's memory, is the truth, so a
+  restart of the process behaves exactly like a reconnect.
+* A backlog is sent oldest first, but half the window is kept for events
+  committed since the connection came up, so a unit coming out of a dead zone
+  reports what it sees now while the backlog drains.
+* Reconnects use capped exponential backoff with jitter, so a fleet that loses
+  its broker does not come back in lockstep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent import __version__
+from agent.config import Config, MqttConfig, TlsConfig
+from agent.records import EVENT_SCHEMA_VERSION, iso_utc
+from agent.store import Store, StoredEvent
+from agent.topics import Topics
+
+log = logging.getLogger("uplink")
+
+# How often the outbox is polled for events added by another process (the CLI,
+# a second agent after a crash); events added in-process wake the uplink at once.
+POLL_INTERVAL_S = 0.5
+# A rejected publish (e.g. an ACL denies the topic) is retried this much later.
+REJECT_RETRY_S = 60.0
+# On a clean stop, wait this long for outstanding PUBACKs before disconnecting.
+STOP_GRACE_S = 2.0
+
+
+class UplinkError(Exception):
+    """The uplink cannot be set up from this config; the message says why."""
+
+
+def build_tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """An SSLContext for the broker, or UplinkError naming the file that is wrong."""
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    except (ssl.SSLError, OSError) as e:
+        raise UplinkError(f"mqtt.tls.ca_file = {str(tls.ca_file)!r}: not a usable CA file ({e})"
+                          ) from None
+    if tls.cert_file and tls.key_file:
+        pw = tls.key_password.get_secret_value() if tls.key_password else None
+        try:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file), password=pw)
+        except (ssl.SSLError, OSError) as e:
+            raise UplinkError(
+                f"mqtt.tls.cert_file / key_file ({tls.cert_file}, {tls.key_file}): cannot load the "
+                f"client certificate and key ({e}); check the files and the key passphrase"
+            ) from None
+    if tls.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def event_message(stored: StoredEvent, device_id: str, topics: Topics) -> dict[str, Any]:
+    """The JSON published on ``{root}/{dev}/events`` (schema in docs/mqtt.md)."""
+    ev = stored.event
+    pos = None
+    if ev.position is not None:
+        pos = {"lat": ev.position.lat, "lon": ev.position.lon,
+               "accuracy_m": ev.position.accuracy_m, "source": ev.position.source}
+    return {
+        "schema": EVENT_SCHEMA_VERSION,
+        "id": ev.id,
+        "device": device_id,
+        "captured_at": iso_utc(ev.captured_utc),
+        "label": ev.label,
+        "score": round(ev.score, 4),
+        "bbox": list(ev.bbox),
+        "position": pos,
+        "model": ev.model,
+        "config_version": ev.config_version,
+        "image": {"topic": topics.image(ev.id), "content_type": "image/jpeg",
+                  "bytes": len(ev.image_jpeg), "sha256": stored.image_sha256},
+        "attributes": ev.attributes,
+    }
+
+
+class Backoff:
+    """Capped exponential backoff with 'equal jitter': half fixed, half random."""
+
+    def __init__(self, min_s: float, max_s: float, rng: random.Random | None = None) -> None:
+        self.min_s, self.max_s = min_s, max_s
+        self.failures = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        cap = min(self.max_s, self.min_s * (2 ** min(self.failures, 30)))
+        self.failures += 1
+        return cap / 2 + self._rng.uniform(0, cap / 2)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass
+class UplinkStats:
+    """What health reporting and the CLI show about delivery."""
+
+    connected: bool = False
+    delivered: int = 0
+    published: int = 0
+    reconnects: int = 0
+    rejected: int = 0
+    inflight: int = 0
+    last_error: str = ""
+
+
+@dataclass
+class _InFlight:
+    event_id: str
+    mids: set[int] = field(default_factory=set)
+
+
+class Uplink:
+    """Delivers events from the outbox at ``store_path`` to the configured broker."""
+
+    def __init__(self, cfg: Config, store_path: str | Path | None = None,
+                 status: dict[str, Any] | None = None) -> None:
+        if cfg.mqtt is None:
+            raise UplinkError("no [mqtt] section in the config: nowhere to deliver to")
+        self.cfg = cfg
+        self.mq: MqttConfig = cfg.mqtt
+        self.store_path = Path(store_path or cfg.store.path)
+        self.topics = Topics(self.mq.root, cfg.device.id)
+        self.stats = UplinkStats()
+        self._status_extra = dict(status or {})
+        self._wake = threading.Event()
+        self._tls = build_tls_context(self.mq.tls) if self.mq.tls else None
+        self._client = self._make_client()
+        self._inflight: dict[str, _InFlight] = {}
+        self._mid_event: dict[int, str] = {}
+        self._acked: list[str] = []
+        self._held: dict[str, float] = {}  # event id -> monotonic time to retry a rejected one
+        self._connected = False
+        self._socket_open = False
+        self._connect_started = 0.0
+        self._connected_at = datetime.now(UTC)
+
+    # --- public -----------------------------------------------------------
+
+    def notify(self) -> None:
+        """Tell the uplink that new events were committed (from any thread)."""
+        self._wake.set()
+
+    def run(self, stop: threading.Event, until_drained: bool = False) -> None:
+        """Deliver until ``stop`` is set (or, with until_drained, until the outbox is empty)."""
+        store = Store(self.store_path, synchronous="NORMAL")
+        backoff = Backoff(self.mq.reconnect_min_s, self.mq.reconnect_max_s)
+        next_attempt = 0.0
+        next_poll = 0.0
+        next_prune = 0.0
+        retention = timedelta(hours=self.cfg.store.retention_hours)
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if not self._socket_open:
+                    if now < next_attempt:
+                        stop.wait(min(next_attempt - now, 0.5))
+                        continue
+                    if not self._try_connect():
+                        next_attempt = time.monotonic() + self._schedule_retry(backoff)
+                    continue
+
+                rc = self._client.loop(timeout=0.05)
+                self._flush_acks(store)
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    self._on_lost(rc)
+                    next_attempt = time.monotonic() + self._schedule_retry(backoff)
+                    continue
+                if not self._connected:
+                    if now - self._connect_started > self.mq.connect_timeout_s:
+                        self.stats.last_error = "no CONNACK from broker in time"
+                        log.warning("broker %s did not answer the MQTT handshake within %.0f s",
+                                    self._where(), self.mq.connect_timeout_s)
+                        self._drop_socket()
+                        next_attempt = time.monotonic() + self._schedule_retry(backoff)
+                    continue
+                backoff.reset()
+
+                if self._wake.is_set() or now >= next_poll:
+                    self._wake.clear()
+                    next_poll = now + POLL_INTERVAL_S
+                    self._fill_window(store)
+                    if until_drained and not self._inflight and store.counts()["pending"] == 0:
+                        log.info("outbox drained: every event is delivered")
+                        return
+                if retention and now >= next_prune:
+                    next_prune = now + self.cfg.store.prune_interval_s
+                    if n := store.prune(retention):
+                        log.info("pruned %d delivered events older than %s", n, retention)
+        finally:
+            self._shutdown(store)
+            store.close()
+
+    # --- connection -------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        v5 = self.mq.protocol == "5"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.cfg.mqtt_client_id(),
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else True,
+        )
+        # Our window is the limit; paho's own must not be the smaller one.
+        client.max_inflight_messages_set(2 * self.mq.inflight_window + 2)
+        client.connect_timeout = self.mq.connect_timeout_s
+        if self.mq.username:
+            pw = self.mq.password.get_secret_value() if self.mq.password else None
+            client.username_pw_set(self.mq.username, pw)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
+            if self.mq.tls and self.mq.tls.insecure_skip_verify:
+                client.tls_insecure_set(True)
+                log.warning("TLS certificate checks are OFF (mqtt.tls.insecure_skip_verify)")
+        client.will_set(self.topics.status, self._status_payload("offline"), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_publish = self._on_publish
+        return client
+
+    def _where(self) -> str:
+        scheme = "mqtts" if self._tls else "mqtt"
+        return f"{scheme}://{self.mq.host}:{self.mq.effective_port}"
+
+    def _try_connect(self) -> bool:
+        try:
+            props = None
+            if self.mq.protocol == "5":
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = 0
+            self._client.connect(self.mq.host, self.mq.effective_port,
+                                 keepalive=self.mq.keepalive_s,
+                                 clean_start=True if self.mq.protocol == "5"
+                                 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                                 properties=props)
+        except ssl.SSLCertVerificationError as e:
+            self._connect_failed(
+                f"TLS: the broker's certificate is not trusted ({e.verify_message}); "
+                f"check mqtt.tls.ca_file ({self.mq.tls.ca_file if self.mq.tls else None}) "
+                f"and that mqtt.host matches the certificate")
+            return False
+        except ssl.SSLError as e:
+            self._connect_failed(f"TLS handshake failed: {e.reason or e}")
+            return False
+        except OSError as e:
+            self._connect_failed(f"{e.strerror or e}")
+            return False
+        self._socket_open = True
+        self._connect_started = time.monotonic()
+        return True
+
+    def _connect_failed(self, why: str) -> None:
+        self.stats.last_error = why
+        log.warning("cannot connect to broker %s: %s", self._where(), why)
+
+    def _schedule_retry(self, backoff: Backoff) -> float:
+        delay = backoff.next_delay()
+        log.info("next connection attempt in %.1f s", delay)
+        return delay
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                    reason: ReasonCode, props: Any) -> None:
+        if reason.is_failure:
+            self.stats.last_error = f"broker refused the connection: {reason}"
+            log.error("broker %s refused the connection: %s", self._where(), reason)
+            return
+        # The store is the truth: forget what paho would resend by itself and
+        # send every unacknowledged event again from the outbox.
+        dropped = client.drop_out_messages()
+        resend = len(self._inflight)
+        self._inflight.clear()
+        self._mid_event.clear()
+        self._connected = True
+        self._connected_at = datetime.now(UTC)
+        self.stats.connected = True
+        self.stats.inflight = 0
+        if self.stats.reconnects or resend:
+            log.info("reconnected to broker %s; re-sending %d unacknowledged events",
+                     self._where(), resend)
+        else:
+            log.info("connected to broker %s (MQTT %s)", self._where(), self.mq.protocol)
+        self.stats.reconnects += 1
+        del dropped
+        client.publish(self.topics.status, self._status_payload("online"), qos=1, retain=True)
+        self._wake.set()
+
+    def _on_lost(self, rc: MQTTErrorCode) -> None:
+        was = self._connected
+        self._drop_socket()
+        if was:
+            self.stats.last_error = f"connection lost: {mqtt.error_string(rc)}"
+            log.warning("lost the broker %s: %s; %d events unacknowledged will be re-sent",
+                        self._where(), mqtt.error_string(rc), len(self._inflight))
+        elif not self.stats.last_error.startswith("broker refused"):
+            self.stats.last_error = f"connection failed: {mqtt.error_string(rc)}"
+            log.warning("cannot connect to broker %s: %s", self._where(), mqtt.error_string(rc))
+
+    def _drop_socket(self) -> None:
+        self._connected = False
+        self._socket_open = False
+        self.stats.connected = False
+        with contextlib.suppress(Exception):  # the socket may already be gone
+            self._client.disconnect()
+        sock = self._client.socket()
+        if sock is not None:
+            sock.close()
+
+    def _status_payload(self, state: str) -> bytes:
+        body = {"state": state, "device": self.cfg.device.id, "agent_version": __version__,
+                "config_version": self.cfg.version, "config_hash": self.cfg.content_hash(),
+                **self._status_extra}
+        return json.dumps(body, sort_keys=True).encode()
+
+    # --- delivery ---------------------------------------------------------
+
+    def _fill_window(self, store: Store) -> None:
+        slots = self.mq.inflight_window - len(self._inflight)
+        if slots <= 0:
+            return
+        now = time.monotonic()
+        busy = set(self._inflight) | {i for i, t in self._held.items() if t > now}
+        self._held = {i: t for i, t in self._held.items() if t > now}
+        # Up to half the window for what was committed since this connection came
+        # up (what the unit sees now); the rest drains the backlog, oldest first.
+        live = store.pending(max(1, slots // 2), exclude=busy, created_since=self._connected_at)
+        backlog = store.pending(slots - len(live), exclude=busy | {s.event.id for s in live})
+        batch = backlog + live
+        sent = []
+        for item in batch:
+            if self._publish_event(item):
+                sent.append(item.event.id)
+            else:
+                break
+        store.mark_attempted(sent)
+
+    def _publish_event(self, item: StoredEvent) -> bool:
+        ev = item.event
+        v5 = self.mq.protocol == "5"
+        img_props = json_props = None
+        if v5:
+            img_props = Properties(PacketTypes.PUBLISH)
+            img_props.ContentType = "image/jpeg"
+            json_props = Properties(PacketTypes.PUBLISH)
+            json_props.ContentType = "application/json"
+        body = json.dumps(event_message(item, self.cfg.device.id, self.topics),
+                          separators=(",", ":")).encode()
+        entry = _InFlight(ev.id)
+        for topic, payload, props in ((self.topics.image(ev.id), ev.image_jpeg, img_props),
+                                      (self.topics.events, body, json_props)):
+            info = self._client.publish(topic, payload, qos=1, properties=props)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                log.debug("publish of %s refused locally: %s", ev.id, mqtt.error_string(info.rc))
+                for mid in entry.mids:  # acks of a half-sent event must not count
+                    self._mid_event.pop(mid, None)
+                return False
+            entry.mids.add(info.mid)
+            self._mid_event[info.mid] = ev.id
+        self._inflight[ev.id] = entry
+        self.stats.published += 1
+        self.stats.inflight = len(self._inflight)
+        return True
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
+                    reason: ReasonCode, props: Any) -> None:
+        event_id = self._mid_event.pop(mid, None)
+        if event_id is None:
+            return  # the status message, or an ack from before a reconnect
+        entry = self._inflight.get(event_id)
+        if entry is None:
+            return
+        if reason.is_failure:
+            # MQTT 5 lets the broker say no (e.g. not authorised): not delivered.
+            self.stats.rejected += 1
+            self.stats.last_error = f"broker rejected event {event_id}: {reason}"
+            log.error("broker rejected event %s: %s; will retry in %.0f s",
+                      event_id, reason, REJECT_RETRY_S)
+            for m in entry.mids:
+                self._mid_event.pop(m, None)
+            del self._inflight[event_id]
+            self._held[event_id] = time.monotonic() + REJECT_RETRY_S
+            return
+        entry.mids.discard(mid)
+        if not entry.mids:
+            del self._inflight[event_id]
+            self._acked.append(event_id)
+
+    def _flush_acks(self, store: Store) -> None:
+        if not self._acked:
+            return
+        acked, self._acked = self._acked, []
+        store.mark_delivered(acked)
+        self.stats.delivered += len(acked)
+        self.stats.inflight = len(self._inflight)
+        log.debug("broker acknowledged %d events", len(acked))
+        self._wake.set()  # room in the window
+
+    def _shutdown(self, store: Store) -> None:
+        if not self._connected:
+            self._drop_socket()
+            return
+        try:
+            info = self._client.publish(self.topics.status, self._status_payload("offline"),
+                                        qos=1, retain=True)
+            deadline = time.monotonic() + STOP_GRACE_S
+            while (self._inflight or not info.is_published()) and time.monotonic() < deadline:
+                if self._client.loop(timeout=0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+                self._flush_acks(store)
+            self._client.disconnect()
+            self._client.loop(timeout=0.05)
+        finally:
+            self._flush_acks(store)
+            self._drop_socket()
+        log.info("disconnected from broker %s", self._where())

@@ -1,0 +1,30 @@
+"""patrol-agent packaging. Versions are ranges known to install on the Pi's
+Python 3.11 (Raspberry Pi OS Bookworm) with aarch64 wheels."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="patrol-agent",
+    version="0.1.0",
+    description="Field collection agent for city patrol vehicles",
+    packages=find_packages(include=["agent", "agent.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "numpy>=1.26,<3",
+        # 4.x: the 5.0 wheels no longer ship the Haar cascades the privacy step uses.
+        "opencv-python-headless>=4.9,<5",
+        "pydantic>=2.7,<3",
+        "paho-mqtt>=2.1,<3",
+        "sqlite-utils>=4.2,<5",
+        "uuid6>=2024.7.10",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "cryptography>=42",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={"console_scripts": ["patrol-agent=agent.cli:main"]},
+)

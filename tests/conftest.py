@@ -1,0 +1,240 @@
+"""Real parts for the tests: a Mosquitto each test starts on a free loopback port,
+a real subscriber, real SQLite files, real JPEGs.
+
+Nothing here touches a system service or a fixed port: the machine's own
+Mosquitto on 1883 (if any) is never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.records import Event, Position
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Mosquitto:
+    """A private Mosquitto broker that a test can stop, kill and start again on the same port."""
+
+    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "",
+                 plain_listener: bool = True) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.extra_conf = extra_conf
+        self.plain_listener = plain_listener
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "mosquitto.log"
+
+    def _write_conf(self) -> Path:
+        conf = self.workdir / "mosquitto.conf"
+        lines = [
+            "per_listener_settings false",
+            # As root, mosquitto would drop to the 'mosquitto' user, which cannot
+            # write the test's private directory; as anyone else this is ignored.
+            "user root",
+            "allow_anonymous true",
+            # Persistence, so that a broker restart keeps the subscriber's queued
+            # messages, as a production broker would.
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            "max_queued_messages 0",
+            "max_inflight_messages 0",
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+        ]
+        if self.plain_listener:
+            lines.append(f"listener {self.port} 127.0.0.1")
+        conf.write_text("\n".join(lines) + "\n" + self.extra_conf + "\n")
+        return conf
+
+    def start(self) -> Mosquitto:
+        conf = self._write_conf()
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                log = self.log_path.read_text() if self.log_path.exists() else ""
+                raise RuntimeError(f"mosquitto exited at start: {err} {log}")
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=0.2):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start listening")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+
+class Subscriber:
+    """A real MQTT client that records what the agent publishes (persistent session, QoS 1)."""
+
+    def __init__(self, port: int, topic: str = "patrol/#", client_id: str | None = None,
+                 tls: dict[str, Any] | None = None) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or f"test-sub-{port}",
+                                  protocol=mqtt.MQTTv311, clean_session=False)
+        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        if not self.subscribed.wait(10):
+            raise RuntimeError("subscriber could not subscribe")
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def event_ids(self) -> set[str]:
+        with self.lock:
+            return {json.loads(p)["id"] for t, p, _ in self.messages if t.endswith("/events")}
+
+    def events(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [json.loads(p) for t, p, _ in self.messages if t.endswith("/events")]
+
+    def images(self) -> dict[str, bytes]:
+        with self.lock:
+            return {t.rsplit("/", 1)[1]: p for t, p, _ in self.messages if "/images/" in t}
+
+    def statuses(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [json.loads(p) for t, p, _ in self.messages if t.endswith("/status")]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    b = Mosquitto(tmp_path / "broker").start()
+    yield b
+    b.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def subscriber_factory() -> Iterator[Callable[..., Subscriber]]:
+    subs: list[Subscriber] = []
+
+    def make(port: int, **kw: Any) -> Subscriber:
+        s = Subscriber(port, **kw)
+        subs.append(s)
+        return s
+
+    yield make
+    for s in subs:
+        s.close()
+
+
+_JPEG_CACHE: dict[int, bytes] = {}
+
+
+def make_jpeg(seed: int = 0, size: int = 64) -> bytes:
+    """A real (small) JPEG: noise on a gradient, so no two seeds encode the same."""
+    if seed not in _JPEG_CACHE:
+        rng = np.random.default_rng(seed)
+        img = np.linspace(0, 255, size * size * 3).reshape(size, size, 3).astype(np.uint8)
+        img = cv2.add(img, rng.integers(0, 40, img.shape, dtype=np.uint8))
+        ok, buf = cv2.imencode(".jpg", img)
+        assert ok
+        _JPEG_CACHE[seed] = buf.tobytes()
+    return _JPEG_CACHE[seed]
+
+
+def make_event(i: int = 0, label: str = "garbage") -> Event:
+    return Event(
+        label=label,
+        score=0.5 + (i % 50) / 100,
+        bbox=(0.1, 0.2, 0.3, 0.4),
+        captured_utc=datetime.now(UTC),
+        captured_mono=time.monotonic(),
+        image_jpeg=make_jpeg(i % 8),
+        position=Position(37.5665 + i * 1e-5, 126.9780, 4.0, "vehicle"),
+        model="test-model",
+        config_version=3,
+        attributes={"n": i},
+    )
+
+
+def write_config(path: Path, port: int | None, db: Path, extra: str = "",
+                 mqtt_extra: str = "", device: str = "unit-1", store_extra: str = "") -> Path:
+    text = f'version = 3\n[device]\nid = "{device}"\n[store]\npath = "{db}"\n{store_extra}\n'
+    if port is not None:
+        text += (f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nreconnect_min_s = 0.2\n'
+                 f'reconnect_max_s = 1.0\nkeepalive_s = 5\n{mqtt_extra}\n')
+    path.write_text(text + extra)
+    return path
+
+
+def agent_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "agent", *args]
+
+
+def start_agent(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """The agent as its own process, as systemd would run it."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("JOURNAL_STREAM", None)
+    logf = open(log_path, "ab")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(agent_cmd("run", "--config", str(config)), stdout=logf,
+                            stderr=subprocess.STDOUT, env=env)

@@ -1,0 +1,251 @@
+"""At-least-once delivery from the SQLite outbox to a real Mosquitto."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config
+from agent.pipeline import Pipeline
+from agent.store import Store
+from tests.conftest import (
+    Mosquitto,
+    Subscriber,
+    make_event,
+    start_agent,
+    wait_until,
+    write_config,
+)
+
+
+def counts(db: Path) -> dict[str, int]:
+    with Store(db) as s:
+        return s.counts()
+
+
+@pytest.fixture
+def running_pipeline() -> Iterator[Callable[[Path], Pipeline]]:
+    pipes: list[Pipeline] = []
+
+    def start(config: Path) -> Pipeline:
+        p = Pipeline(load_config(config))
+        p.start()
+        pipes.append(p)
+        return p
+
+    yield start
+    for p in pipes:
+        p.stop()
+
+
+def add_events(db: Path, n: int, start: int = 0, batch: int = 1) -> list[str]:
+    ids = []
+    with Store(db) as s:
+        for k in range(start, start + n, batch):
+            evs = [make_event(i) for i in range(k, min(k + batch, start + n))]
+            s.add_many(evs)
+            ids += [e.id for e in evs]
+    return ids
+
+
+def test_events_stored_while_broker_down_are_delivered_when_it_is_up(
+        tmp_path: Path, subscriber_factory: Callable[..., Subscriber],
+        running_pipeline: Callable[[Path], Pipeline]) -> None:
+    broker = Mosquitto(tmp_path / "broker").start()
+    sub = subscriber_factory(broker.port)  # persistent session, kept across the restart
+    broker.stop()
+    db = tmp_path / "outbox.db"
+    cfg = write_config(tmp_path / "agent.toml", broker.port, db)
+    pipe = running_pipeline(cfg)
+    ids = [make_event(i) for i in range(40)]
+    for ev in ids:
+        pipe.submit(ev)
+    time.sleep(2.0)  # several connection attempts against the dead port
+    assert pipe.uplink is not None
+    assert pipe.uplink.stats.last_error, "the failed connection attempts were not reported"
+    assert counts(db) == {"pending": 40, "delivered": 0}
+
+    broker.start()
+    try:
+        wait_until(lambda: counts(db)["delivered"] == 40, 30, "all events delivered")
+        wait_until(lambda: sub.event_ids() >= {e.id for e in ids}, 15, "subscriber has all")
+        # each event's image arrived intact, on its own topic
+        images = sub.images()
+        for ev in ids:
+            assert hashlib.sha256(images[ev.id]).digest() == hashlib.sha256(ev.image_jpeg).digest()
+        by_id = {m["id"]: m for m in sub.events()}
+        m = by_id[ids[5].id]
+        assert m["schema"] == 1 and m["device"] == "unit-1" and m["label"] == "garbage"
+        assert m["position"]["lat"] == pytest.approx(ids[5].position.lat)
+        assert m["image"]["topic"] == f"patrol/unit-1/images/{ids[5].id}"
+    finally:
+        broker.stop(signal.SIGKILL)
+
+
+def test_nothing_is_marked_delivered_without_the_brokers_puback(
+        tmp_path: Path, broker: Mosquitto, running_pipeline: Callable[[Path], Pipeline]) -> None:
+    """A frozen broker takes the bytes (publish() succeeds) but acknowledges nothing."""
+    db = tmp_path / "outbox.db"
+    pipe = running_pipeline(write_config(tmp_path / "agent.toml", broker.port, db))
+    assert pipe.uplink is not None
+    wait_until(lambda: pipe.uplink.stats.connected, 10, "agent connected")
+    broker.pause()
+    try:
+        evs = [make_event(i) for i in range(10)]
+        for ev in evs:
+            pipe.submit(ev)
+        wait_until(lambda: pipe.uplink.stats.published >= 10, 10, "events handed to paho")
+        time.sleep(1.0)
+        with Store(db) as s:
+            rows = list(s.iter_events())
+        assert all(r.attempts >= 1 for r in rows), "events were not even attempted"
+        assert all(r.state == "pending" for r in rows), "marked delivered without a PUBACK"
+    finally:
+        broker.resume()
+    wait_until(lambda: counts(db)["delivered"] == 10, 20, "delivered after the broker resumed")
+
+
+def _burst(db: Path, n: int, done: threading.Event) -> list[str]:
+    ids: list[str] = []
+
+    def run() -> None:
+        ids.extend(add_events(db, n, batch=10))
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return ids
+
+
+def test_broker_restarted_in_the_middle_of_a_burst_loses_nothing(
+        tmp_path: Path, subscriber_factory: Callable[..., Subscriber],
+        running_pipeline: Callable[[Path], Pipeline]) -> None:
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        sub = subscriber_factory(broker.port)
+        db = tmp_path / "outbox.db"
+        pipe = running_pipeline(write_config(tmp_path / "agent.toml", broker.port, db))
+        assert pipe.uplink is not None
+        wait_until(lambda: pipe.uplink.stats.connected, 10, "agent connected")
+        done = threading.Event()
+        ids = _burst(db, 1000, done)
+        wait_until(lambda: counts(db)["delivered"] >= 250, 60, "a quarter delivered")
+        broker.stop()  # mid-burst
+        time.sleep(1.0)
+        assert counts(db)["delivered"] < 1000
+        broker.start()
+        wait_until(done.is_set, 60, "burst written")
+        wait_until(lambda: counts(db) == {"pending": 0, "delivered": 1000}, 120,
+                   "all 1000 delivered")
+        wait_until(lambda: sub.event_ids() >= set(ids), 30, "subscriber got every id")
+        assert pipe.uplink.stats.reconnects >= 2
+    finally:
+        broker.stop(signal.SIGKILL)
+
+
+def test_agent_killed_in_the_middle_of_a_burst_loses_nothing(
+        tmp_path: Path, broker: Mosquitto, subscriber_factory: Callable[..., Subscriber]) -> None:
+    sub = subscriber_factory(broker.port)
+    db = tmp_path / "outbox.db"
+    cfg = write_config(tmp_path / "agent.toml", broker.port, db)
+    with Store(db):
+        pass  # created before the agent so that the burst can start at once
+    log = tmp_path / "agent.log"
+    agent = start_agent(cfg, log)
+    try:
+        done = threading.Event()
+        ids = _burst(db, 1000, done)
+        wait_until(lambda: counts(db)["delivered"] >= 250, 60, "a quarter delivered")
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+        # the Last Will tells the office the unit is gone
+        wait_until(lambda: any(s["state"] == "offline" for s in sub.statuses()), 15,
+                   "offline status (Last Will)")
+        before = counts(db)
+        assert before["delivered"] < 1000
+        agent = start_agent(cfg, log)
+        wait_until(done.is_set, 60, "burst written")
+        wait_until(lambda: counts(db) == {"pending": 0, "delivered": 1000}, 120,
+                   "all 1000 delivered after the restart")
+        wait_until(lambda: sub.event_ids() >= set(ids), 30, "subscriber got every id")
+        assert sub.statuses()[-1]["state"] == "online"
+    finally:
+        agent.kill()
+        agent.wait()
+    with Store(db) as s:
+        assert s.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_backlog_does_not_starve_new_events(
+        tmp_path: Path, broker: Mosquitto, subscriber_factory: Callable[..., Subscriber],
+        running_pipeline: Callable[[Path], Pipeline]) -> None:
+    db = tmp_path / "outbox.db"
+    backlog = add_events(db, 600, batch=100)  # what piled up in a dead zone
+    sub = subscriber_factory(broker.port)
+    cfg = write_config(tmp_path / "agent.toml", broker.port, db,
+                       mqtt_extra="inflight_window = 4")
+    pipe = running_pipeline(cfg)
+    wait_until(lambda: len(sub.event_ids()) >= 20, 30, "backlog started draining")
+    fresh = make_event(10_000, label="banner")
+    pipe.submit(fresh)
+    wait_until(lambda: fresh.id in sub.event_ids(), 30, "fresh event delivered")
+    order = [m["id"] for m in sub.events()]
+    pos = order.index(fresh.id)
+    assert pos < 300, f"fresh event waited behind {pos} backlog events"
+    wait_until(lambda: sub.event_ids() >= set(backlog), 120, "backlog delivered")
+    # and the backlog itself goes oldest first
+    first = [i for i in order if i in set(backlog)][:10]
+    assert first == sorted(first)
+
+
+def test_mqtt_3_1_1_delivers_too(tmp_path: Path, broker: Mosquitto,
+                                 subscriber_factory: Callable[..., Subscriber],
+                                 running_pipeline: Callable[[Path], Pipeline]) -> None:
+    sub = subscriber_factory(broker.port)
+    db = tmp_path / "outbox.db"
+    pipe = running_pipeline(write_config(tmp_path / "agent.toml", broker.port, db,
+                                         mqtt_extra='protocol = "3.1.1"'))
+    evs = [make_event(i) for i in range(5)]
+    for ev in evs:
+        pipe.submit(ev)
+    wait_until(lambda: sub.event_ids() >= {e.id for e in evs}, 20, "3.1.1 delivery")
+    wait_until(lambda: counts(db)["delivered"] == 5, 10, "marked delivered")
+    online = [s for s in sub.statuses() if s["state"] == "online"]
+    assert online and online[-1]["config_version"] == 3
+
+
+def test_acl_rejection_is_not_delivery(tmp_path: Path,
+                                       running_pipeline: Callable[[Path], Pipeline]) -> None:
+    """MQTT 5 brokers may refuse a publish in the PUBACK; that event stays pending."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite patrol/unit-1/status\ntopic readwrite patrol/unit-1/images/#\n")
+    broker = Mosquitto(tmp_path / "broker", extra_conf=f"acl_file {acl}\n").start()
+    try:
+        db = tmp_path / "outbox.db"
+        pipe = running_pipeline(write_config(tmp_path / "agent.toml", broker.port, db))
+        pipe.submit(make_event(1))
+        assert pipe.uplink is not None
+        wait_until(lambda: pipe.uplink.stats.rejected >= 1, 20, "the broker's refusal")
+        time.sleep(1.0)  # mosquitto also drops the connection; the agent reconnects
+        assert counts(db) == {"pending": 1, "delivered": 0}
+    finally:
+        broker.stop(signal.SIGKILL)
+
+
+def test_retention_prunes_only_delivered(tmp_path: Path, broker: Mosquitto,
+                                         running_pipeline: Callable[[Path], Pipeline]) -> None:
+    db = tmp_path / "outbox.db"
+    # about a second of retention, checked every 0.3 s
+    cfg = write_config(tmp_path / "agent.toml", broker.port, db,
+                       store_extra="retention_hours = 0.0003\nprune_interval_s = 0.3")
+    pipe = running_pipeline(cfg)
+    pipe.submit(make_event(1))
+    wait_until(lambda: counts(db)["delivered"] == 1, 20, "delivered")
+    wait_until(lambda: counts(db) == {"pending": 0, "delivered": 0}, 20, "pruned after retention")
+    with Store(db) as s:
+        assert s.db.execute("SELECT count(*) FROM images").fetchone()[0] == 0
