@@ -1,0 +1,107 @@
+"""`patrol-agent events list|show|export|import` over a real outbox."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agent import __version__
+from agent.cli import main
+from agent.store import Store
+from tests.conftest import agent_cmd, make_event
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> tuple[Path, list[str]]:
+    db = tmp_path / "o.db"
+    evs = [make_event(i, label="banner" if i % 2 else "garbage") for i in range(5)]
+    with Store(db) as s:
+        s.add_many(evs)
+        s.mark_delivered([evs[0].id])
+    return db, [e.id for e in evs]
+
+
+def test_version() -> None:
+    r = subprocess.run(agent_cmd("--version"), capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == f"patrol-agent {__version__}"
+
+
+def test_list_shows_each_event_and_totals(outbox: tuple[Path, list[str]],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    db, ids = outbox
+    assert main(["events", "list", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    for i in ids:
+        assert i in out
+    assert "4 pending, 1 delivered" in out
+    assert main(["events", "list", "--db", str(db), "--label", "banner"]) == 0
+    out = capsys.readouterr().out
+    assert ids[1] in out and ids[0] not in out
+
+
+def test_show_by_prefix_writes_the_image(outbox: tuple[Path, list[str]], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    db, ids = outbox
+    img = tmp_path / "e.jpg"
+    assert main(["events", "show", ids[2], "--db", str(db), "--image", str(img)]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["id"] == ids[2] and rec["state"] == "pending"
+    assert img.read_bytes()[:2] == b"\xff\xd8"
+    assert main(["events", "show", "nope", "--db", str(db)]) == 1
+    assert "no event with id 'nope'" in capsys.readouterr().err
+
+
+def test_export_geojson_and_csv(outbox: tuple[Path, list[str]], tmp_path: Path) -> None:
+    db, ids = outbox
+    gj = tmp_path / "f.geojson"
+    assert main(["events", "export", "--db", str(db), "--format", "geojson",
+                 "--out", str(gj)]) == 0
+    fc = json.loads(gj.read_text())
+    assert [f["properties"]["id"] for f in fc["features"]] == ids
+    lon, lat = fc["features"][0]["geometry"]["coordinates"]
+    assert (lat, lon) == pytest.approx((37.5665, 126.9780))
+    out = tmp_path / "f.csv"
+    assert main(["events", "export", "--db", str(db), "--format", "csv", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["id"] for r in rows] == ids and rows[0]["state"] == "delivered"
+
+
+def test_export_import_carries_findings_to_another_store(outbox: tuple[Path, list[str]],
+                                                         tmp_path: Path) -> None:
+    db, ids = outbox
+    dump = tmp_path / "dump.jsonl"
+    assert main(["events", "export", "--db", str(db), "--state", "pending", "--with-images",
+                 "--out", str(dump)]) == 0
+    other = tmp_path / "laptop.db"
+    assert main(["events", "import", str(dump), "--db", str(other)]) == 0
+    assert main(["events", "import", str(dump), "--db", str(other)]) == 0  # idempotent
+    with Store(other) as s, Store(db) as orig:
+        assert [e.event.id for e in s.iter_events()] == ids[1:]
+        for e in s.iter_events():
+            assert e.event.image_jpeg == orig.get(e.event.id).event.image_jpeg  # type: ignore[union-attr]
+
+
+def test_import_skips_bad_lines_and_says_which(outbox: tuple[Path, list[str]], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    db, _ = outbox
+    dump = tmp_path / "dump.jsonl"
+    main(["events", "export", "--db", str(db), "--with-images", "--out", str(dump)])
+    lines = dump.read_text().splitlines()
+    lines.insert(1, '{"id": "x", "label": "garbage"}')
+    lines.insert(2, "not json")
+    dump.write_text("\n".join(lines) + "\n")
+    other = tmp_path / "other.db"
+    assert main(["events", "import", str(dump), "--db", str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "dump.jsonl:2: skipped" in err and "dump.jsonl:3: skipped" in err
+    assert "imported 5 events" in err
+
+
+def test_missing_store_is_a_clear_error(tmp_path: Path) -> None:
+    r = subprocess.run(agent_cmd("events", "list", "--db", str(tmp_path / "none.db")),
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "no store at" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,130 @@
+"""The SQLite outbox on real files: atomicity, durability, migrations, retention."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.store import SCHEMA_VERSION, Store, StoreError
+from tests.conftest import make_event
+
+
+def test_event_and_image_round_trip(tmp_path: Path) -> None:
+    ev = make_event(3)
+    with Store(tmp_path / "o.db") as s:
+        s.add(ev)
+        got = s.get(ev.id)
+    assert got is not None and got.state == "pending" and got.attempts == 0
+    assert got.event.image_jpeg == ev.image_jpeg
+    assert got.event.position == ev.position
+    assert got.event.captured_utc == ev.captured_utc.replace(
+        microsecond=ev.captured_utc.microsecond // 1000 * 1000)
+    assert got.event.attributes == {"n": 3}
+
+
+def test_wal_and_full_sync(tmp_path: Path) -> None:
+    with Store(tmp_path / "o.db") as s:
+        assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert s.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_failed_batch_leaves_neither_event_nor_image(tmp_path: Path) -> None:
+    with Store(tmp_path / "o.db") as s:
+        first = make_event(1)
+        s.add(first)
+        dup = make_event(2).replace(id=first.id)  # the second event of the batch fails
+        with pytest.raises(sqlite3.IntegrityError):
+            s.add_many([make_event(3), dup])
+        assert s.db.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+        assert s.db.execute("SELECT count(*) FROM images").fetchone()[0] == 1
+
+
+def test_an_image_cannot_exist_without_its_event(tmp_path: Path) -> None:
+    with Store(tmp_path / "o.db") as s, pytest.raises(sqlite3.IntegrityError):
+        s.db.execute("INSERT INTO images (event_id, jpeg, sha256) VALUES ('x', x'ffd8', '')")
+
+
+def test_committed_events_survive_sigkill(tmp_path: Path) -> None:
+    """A writer killed right after its commits returned: every committed event is there."""
+    db = tmp_path / "o.db"
+    code = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+from agent.store import Store
+from tests.conftest import make_event
+s = Store({str(db)!r})
+for i in range(50):
+    ev = make_event(i)
+    s.add(ev)
+    print(ev.id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == -9
+    printed = r.stdout.split()
+    assert len(printed) == 50
+    with Store(db) as s:
+        assert {e.event.id for e in s.iter_events()} == set(printed)
+        assert s.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_pending_is_oldest_first_and_skips_in_flight(tmp_path: Path) -> None:
+    with Store(tmp_path / "o.db") as s:
+        evs = [make_event(i) for i in range(6)]
+        s.add_many(evs)
+        got = s.pending(3, exclude={evs[0].id})
+        assert [g.event.id for g in got] == [evs[1].id, evs[2].id, evs[3].id]
+
+
+def test_delivery_marks_and_retention(tmp_path: Path) -> None:
+    with Store(tmp_path / "o.db") as s:
+        evs = [make_event(i) for i in range(4)]
+        s.add_many(evs)
+        s.mark_attempted([evs[0].id, evs[1].id])
+        s.mark_delivered([evs[0].id])
+        assert s.counts() == {"pending": 3, "delivered": 1}
+        assert s.get(evs[1].id).attempts == 1  # type: ignore[union-attr]
+        # not yet old enough
+        assert s.prune(timedelta(hours=1)) == 0
+        later = datetime.now(UTC) + timedelta(hours=2)
+        assert s.prune(timedelta(hours=1), now=later) == 1
+        # pending events are never pruned, however old
+        assert s.counts() == {"pending": 3, "delivered": 0}
+        assert s.db.execute("SELECT count(*) FROM images").fetchone()[0] == 3
+
+
+def test_store_from_a_newer_agent_is_refused_not_damaged(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    with Store(db) as s:
+        s.add(make_event(1))
+        s.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="upgrade the agent"):
+        Store(db)
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+
+
+def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    db.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=r"o\.db is unusable"):
+        Store(db)
+
+
+def test_two_writers_queue_instead_of_failing(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    a, b = Store(db), Store(db, synchronous="NORMAL")
+    try:
+        a.add_many([make_event(i) for i in range(20)])
+        b.mark_delivered([e.event.id for e in b.pending(20)])
+        a.add(make_event(99))
+        assert a.counts() == {"pending": 1, "delivered": 20}
+    finally:
+        a.close()
+        b.close()
