@@ -24,10 +24,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.config import parse_config  # noqa: E402
-from agent.store import Store  # noqa: E402
-from agent.uplink import Uplink  # noqa: E402
-from tests.conftest import Mosquitto, make_event  # noqa: E402
+from agent.config import parse_config
+from agent.store import Store
+from agent.uplink import Uplink
+from tests.conftest import Mosquitto, make_event
 
 
 def plain_paho(port: int, n: int, window: int) -> float:

@@ -54,8 +54,9 @@ def test_missing_broker_host(tmp_path: Path) -> None:
 
 
 def test_unreadable_ca_file(tmp_path: Path) -> None:
-    probs = problems_of(tmp_path, f'[mqtt]\nhost = "b"\n[mqtt.tls]\nca_file = "{tmp_path}/nope.pem"\n')
-    assert probs == [f"mqtt.tls.ca_file = '{tmp_path}/nope.pem': cannot read (No such file or directory)"]
+    ca = tmp_path / "nope.pem"
+    probs = problems_of(tmp_path, f'[mqtt]\nhost = "b"\n[mqtt.tls]\nca_file = "{ca}"\n')
+    assert probs == [f"mqtt.tls.ca_file = '{ca}': cannot read (No such file or directory)"]
 
 
 def test_not_toml(tmp_path: Path) -> None:
