@@ -68,7 +68,6 @@ class Mosquitto:
             # As root, mosquitto would drop to the 'mosquitto' user, which cannot
             # write the test's private directory; as anyone else this is ignored.
             "user root",
-            "allow_anonymous true",
             # Persistence, so that a broker restart keeps the subscriber's queued
             # messages, as a production broker would.
             "persistence true",
@@ -83,6 +82,8 @@ class Mosquitto:
         ]
         if self.plain_listener:
             lines.append(f"listener {self.port} 127.0.0.1")
+        if "allow_anonymous" not in self.extra_conf:
+            lines.append("allow_anonymous true")
         conf.write_text("\n".join(lines) + "\n" + self.extra_conf + "\n")
         return conf
 
@@ -164,6 +165,19 @@ class Subscriber:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """cli.main() sets up logging on the stderr of the moment, which pytest closes
+    after the test; put the root logger back so later tests do not log into it."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -249,3 +249,36 @@ def test_retention_prunes_only_delivered(tmp_path: Path, broker: Mosquitto,
     wait_until(lambda: counts(db) == {"pending": 0, "delivered": 0}, 20, "pruned after retention")
     with Store(db) as s:
         assert s.db.execute("SELECT count(*) FROM images").fetchone()[0] == 0
+
+
+def test_username_password_and_refusal_are_clear(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        running_pipeline: Callable[[Path], Pipeline]) -> None:
+    import logging
+    import shutil
+    import subprocess
+
+    pwfile = tmp_path / "passwd"
+    subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b", "-c",
+                    str(pwfile), "van-7", "right-horse-battery"], check=True)
+    broker = Mosquitto(tmp_path / "broker",
+                       extra_conf=f"password_file {pwfile}\nallow_anonymous false\n").start()
+    caplog.set_level(logging.INFO)
+    try:
+        db = tmp_path / "outbox.db"
+        cfg = write_config(tmp_path / "agent.toml", broker.port, db,
+                           mqtt_extra='username = "van-7"')
+        monkeypatch.setenv("PATROL_MQTT_PASSWORD", "wrong-staple-7731")
+        pipe = running_pipeline(cfg)
+        pipe.submit(make_event(1))
+        assert pipe.uplink is not None
+        wait_until(lambda: "refused" in pipe.uplink.stats.last_error, 10, "refusal")
+        assert counts(db)["delivered"] == 0
+        pipe.stop()
+        monkeypatch.setenv("PATROL_MQTT_PASSWORD", "right-horse-battery")
+        running_pipeline(cfg)
+        wait_until(lambda: counts(db)["delivered"] == 1, 15, "delivered with the right password")
+    finally:
+        broker.stop(signal.SIGKILL)
+    assert "refused the connection" in caplog.text
+    assert "wrong-staple-7731" not in caplog.text and "right-horse-battery" not in caplog.text
