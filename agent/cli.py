@@ -49,10 +49,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipe.install_signal_handlers()
     pipe.start(until_drained=args.until_drained)
     try:
-        pipe.wait()
+        healthy = pipe.wait()
     finally:
         pipe.stop()
-    return 0
+    return 0 if healthy else 1
 
 
 # --- check-config -------------------------------------------------------------

@@ -97,7 +97,7 @@ class EventsConfig(Section):
 class StoreConfig(Section):
     path: Path = Path("/var/lib/patrol-agent/outbox.db")
     retention_hours: Annotated[float, Field(ge=0)] = 72.0
-    """Delivered events (and their images) are deleted this long after delivery."""
+    """Delivered events (and their images) are deleted this long after delivery; 0 keeps them."""
     prune_interval_s: PositiveSeconds = 600.0
 
 

@@ -66,11 +66,15 @@ class Pipeline:
             if until_drained:
                 self.stop_event.set()
 
-    def wait(self) -> None:
-        """Block until a stop is requested (signal, or the uplink drained)."""
+    def wait(self) -> bool:
+        """Block until a stop is requested (signal, or the uplink drained).
+        False if a stage thread died on its own: the caller exits non-zero so
+        that systemd restarts the agent."""
         while not self.stop_event.wait(1.0):
             if self._threads and not any(t.is_alive() for t in self._threads):
-                break
+                log.error("every stage thread has stopped; exiting so the service restarts")
+                return False
+        return True
 
     def stop(self) -> None:
         self.stop_event.set()

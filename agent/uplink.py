@@ -217,7 +217,7 @@ class Uplink:
                     if until_drained and not self._inflight and store.counts()["pending"] == 0:
                         log.info("outbox drained: every event is delivered")
                         return
-                if retention and now >= next_prune:
+                if retention > timedelta(0) and now >= next_prune:
                     next_prune = now + self.cfg.store.prune_interval_s
                     if n := store.prune(retention):
                         log.info("pruned %d delivered events older than %s", n, retention)
