@@ -19,6 +19,10 @@ setup(
         "uuid6>=2024.7.10",
     ],
     extras_require={
+        # Training the default model (models/train/); never installed on a Pi.
+        "train": [
+            "tensorflow-cpu==2.21.0",
+        ],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",

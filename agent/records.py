@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import uuid6
 
 EVENT_SCHEMA_VERSION = 1
@@ -20,6 +21,52 @@ def new_event_id() -> str:
     """A device-made, time-ordered id (UUIDv7): receivers drop duplicates by it,
     and sorting by it is sorting by creation time."""
     return str(uuid6.uuid7())
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One camera frame and when it was captured (the time of anything found in it)."""
+
+    image: np.ndarray = field(repr=False)
+    """BGR, uint8, HxWx3 (OpenCV's layout)."""
+    captured_utc: datetime
+    captured_mono: float
+    """time.monotonic() at capture, or the file's own timeline for a recording."""
+    index: int
+    """Frame number from the source's start (gaps mean frames were dropped)."""
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One object the detector found in one frame."""
+
+    label: str
+    class_id: int
+    score: float
+    bbox: tuple[float, float, float, float]
+    """x1, y1, x2, y2 as fractions of the frame's width and height (0..1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """One GPS fix as the receiver reported it."""
+
+    utc: datetime
+    lat: float | None
+    lon: float | None
+    mode: int
+    """0 unknown, 1 no fix, 2 2D, 3 3D (gpsd's TPV mode)."""
+    speed_mps: float | None = None
+    track_deg: float | None = None
+    """Course over ground, degrees clockwise from true north."""
+    eph_m: float | None = None
+    epv_m: float | None = None
+    alt_m: float | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.mode >= 2 and self.lat is not None and self.lon is not None
 
 
 @dataclass(frozen=True, slots=True)
