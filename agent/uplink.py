@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import random
 import ssl
 import threading
 import time
@@ -42,6 +41,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import __version__
+from agent.backoff import Backoff
 from agent.config import Config, MqttConfig, TlsConfig
 from agent.records import EVENT_SCHEMA_VERSION, iso_utc
 from agent.store import Store, StoredEvent
@@ -106,23 +106,6 @@ def event_message(stored: StoredEvent, device_id: str, topics: Topics) -> dict[s
                   "bytes": len(ev.image_jpeg), "sha256": stored.image_sha256},
         "attributes": ev.attributes,
     }
-
-
-class Backoff:
-    """Capped exponential backoff with 'equal jitter': half fixed, half random."""
-
-    def __init__(self, min_s: float, max_s: float, rng: random.Random | None = None) -> None:
-        self.min_s, self.max_s = min_s, max_s
-        self.failures = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        cap = min(self.max_s, self.min_s * (2 ** min(self.failures, 30)))
-        self.failures += 1
-        return cap / 2 + self._rng.uniform(0, cap / 2)
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from agent.uplink import Backoff
+from agent.backoff import Backoff
 
 
 def test_backoff_grows_to_the_cap_with_jitter() -> None:
