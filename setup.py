@@ -10,6 +10,9 @@ setup(
     packages=find_packages(include=["agent", "agent.*"]),
     python_requires=">=3.11",
     install_requires=[
+        # The TFLite runtime; on images where only tflite-runtime exists the
+        # detector uses that instead (same Interpreter API).
+        "ai-edge-litert>=2.1,<3",
         "numpy>=1.26,<3",
         # 4.x: the 5.0 wheels no longer ship the Haar cascades the privacy step uses.
         "opencv-python-headless>=4.9,<5",

@@ -83,9 +83,31 @@ class GpsConfig(Section):
 
 class DetectorConfig(Section):
     model: Path = Path("models/civil-complaint.tflite")
+    """An int8 .tflite detector. A relative path is looked up from the working
+    directory, then from the agent's install (where the default model ships)."""
     labels: Path | None = None
+    """One label per line; default: ``<model>.labels.txt`` beside it, else the model's metadata."""
+    layout: Literal["auto", "ssd_postprocess", "yolov5", "yolov8", "patrol_grid"] = "auto"
     threads: Annotated[int, Field(ge=1, le=16)] = 4
     score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
+    class_thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
+    """Per-class score thresholds, e.g. ``{banner = 0.6}``; others use score_threshold."""
+    allow: list[str] | None = ["garbage", "banner", "construction"]
+    """Classes that become findings; the default model's distractors (bin, sign) do not."""
+    iou_threshold: Annotated[float, Field(gt=0, le=1)] = 0.45
+    max_detections: Annotated[int, Field(ge=1, le=500)] = 50
+
+    def model_path(self) -> Path:
+        return resolve_shipped(self.model)
+
+
+def resolve_shipped(path: Path) -> Path:
+    """A relative path as given if it exists, else relative to the agent's checkout or
+    install (so ``models/civil-complaint.tflite`` works from any directory)."""
+    if path.is_absolute() or path.exists():
+        return path
+    shipped = Path(__file__).resolve().parent.parent / path
+    return shipped if shipped.exists() else path
 
 
 class EventsConfig(Section):

@@ -1,0 +1,448 @@
+"""The int8 TFLite detector: preprocessing, inference and the common output layouts.
+
+Everything about the model is read from the model itself: input size, layout
+(NHWC), input dtype and quantization, output tensors. Frames are letterboxed
+(aspect kept, grey 114 bars, as YOLO and the project's own model are trained),
+and the outputs of these layouts are decoded:
+
+``ssd_postprocess``
+    the ``TFLite_Detection_PostProcess`` op: boxes [1,N,4] (ymin, xmin, ymax,
+    xmax, normalised), classes [1,N], scores [1,N], count [1]. SSD MobileNet,
+    EfficientDet-Lite, TF Object Detection API and Model Maker exports.
+``yolov5``
+    one tensor [1, N, 5+C]: cx, cy, w, h, objectness, C class scores.
+``yolov8``
+    one tensor [1, 4+C, N]: cx, cy, w, h, C class scores (YOLOv8 / YOLO11).
+``patrol_grid``
+    the project's own model: one tensor [1, G, G, 5+C] of sigmoids per grid
+    cell: objectness, cx and cy within the cell, w and h as fractions of the
+    input, C class probabilities (see models/MODEL_CARD.md).
+
+YOLO boxes may be in input pixels or normalised (exporters differ); that is
+told apart from the values. Class-aware NMS for the YOLO and grid layouts is
+done here in numpy; the SSD op does its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from agent.records import Detection
+
+log = logging.getLogger("detector")
+
+Layout = Literal["auto", "ssd_postprocess", "yolov5", "yolov8", "patrol_grid"]
+LAYOUTS: tuple[str, ...] = ("ssd_postprocess", "yolov5", "yolov8", "patrol_grid")
+PAD_VALUE = 114
+# Below this, a candidate is not worth the NMS work whatever the per-class thresholds say.
+MIN_CANDIDATE_SCORE = 0.05
+
+
+class DetectorError(Exception):
+    """The model or its labels cannot be used; the message says why."""
+
+
+def load_interpreter(path: Path, threads: int) -> Any:
+    """A TFLite Interpreter from ai-edge-litert, or tflite-runtime where that is installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+        except ImportError:
+            raise DetectorError("no TFLite runtime: install ai-edge-litert "
+                                "(or tflite-runtime on older images)") from None
+    if not path.is_file():
+        raise DetectorError(f"model {path}: no such file")
+    try:
+        interp = Interpreter(model_path=str(path), num_threads=threads)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DetectorError(f"model {path} is not a usable TFLite model (truncated or corrupt?): "
+                            f"{first}") from None
+    return interp
+
+
+def read_labels(path: Path) -> list[str]:
+    """One label per line; 'N label' lines (label maps with ids) are accepted too."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DetectorError(f"labels file {path}: cannot read ({e.strerror})") from None
+    labels = []
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        head, _, rest = line.partition(" ")
+        labels.append(rest.strip() if head.isdigit() and rest.strip() else line)
+    if not labels:
+        raise DetectorError(f"labels file {path} is empty")
+    return labels
+
+
+def embedded_labels(path: Path) -> list[str] | None:
+    """Labels packed into the .tflite as metadata (a zip appended to the flatbuffer,
+    as Model Maker and the TFLite metadata writer do)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith(".txt") and "label" in n.lower()]
+            if not names:
+                return None
+            text = z.read(names[0]).decode("utf-8")
+    except (zipfile.BadZipFile, OSError, KeyError, UnicodeDecodeError):
+        return None
+    labels = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return labels or None
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """How a frame was fitted into the model input, to map boxes back."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+    in_w: int
+    in_h: int
+    src_w: int
+    src_h: int
+
+
+def letterbox(image: np.ndarray, in_w: int, in_h: int) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping the aspect ratio, centred, grey bars; returns the RGB input image."""
+    h, w = image.shape[:2]
+    scale = min(in_w / w, in_h / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    px, py = (in_w - nw) // 2, (in_h - nh) // 2
+    out = np.full((in_h, in_w, 3), PAD_VALUE, np.uint8)
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    out[py:py + nh, px:px + nw] = cv2.cvtColor(cv2.resize(image, (nw, nh), interpolation=interp),
+                                               cv2.COLOR_BGR2RGB)
+    return out, Letterbox(scale, px, py, in_w, in_h, w, h)
+
+
+def unletterbox(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:
+    """Boxes x1,y1,x2,y2 normalised to the model input -> normalised to the frame, clipped."""
+    if boxes.size == 0:
+        return boxes.reshape(0, 4)
+    b = boxes.astype(np.float64).copy()
+    b[:, [0, 2]] = (b[:, [0, 2]] * lb.in_w - lb.pad_x) / (lb.scale * lb.src_w)
+    b[:, [1, 3]] = (b[:, [1, 3]] * lb.in_h - lb.pad_y) / (lb.scale * lb.src_h)
+    return np.clip(b, 0.0, 1.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float,
+        max_keep: int) -> np.ndarray:
+    """Greedy class-aware non-maximum suppression; returns the kept indices, best first."""
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    # Offsetting each class far apart makes one pass class-aware.
+    off = boxes + (classes.astype(np.float64) * 4.0)[:, None]
+    x1, y1, x2, y2 = off.T
+    area = np.maximum(0, x2 - x1) * np.maximum(0, y2 - y1)
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size and len(keep) < max_keep:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        w = np.maximum(0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        ov = inter / np.maximum(area[i] + area[rest] - inter, 1e-12)
+        order = rest[ov <= iou]
+    return np.array(keep, np.int64)
+
+
+def _xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
+    cx, cy, w, h = b.T
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+
+
+def _normalise_pixels(xyxy: np.ndarray, in_w: int, in_h: int) -> np.ndarray:
+    """Exporters give YOLO boxes in input pixels or already normalised: tell from the values."""
+    if xyxy.size and float(np.max(np.abs(xyxy))) > 2.0:
+        return xyxy / np.array([in_w, in_h, in_w, in_h], np.float64)
+    return xyxy
+
+
+# boxes x1,y1,x2,y2 normalised to the model input; scores; class ids
+Candidates = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def decode_yolov5(out: np.ndarray, in_w: int, in_h: int, min_score: float) -> Candidates:
+    """[N, 5+C]: cx, cy, w, h, objectness, class scores."""
+    obj = out[:, 4]
+    cls = out[:, 5:]
+    c = np.argmax(cls, axis=1)
+    s = obj * cls[np.arange(len(cls)), c]
+    m = s >= min_score
+    boxes = _normalise_pixels(_xywh_to_xyxy(out[m, :4].astype(np.float64)), in_w, in_h)
+    return boxes, s[m], c[m]
+
+
+def decode_yolov8(out: np.ndarray, in_w: int, in_h: int, min_score: float) -> Candidates:
+    """[4+C, N]: cx, cy, w, h, class scores (no objectness)."""
+    t = out.T
+    cls = t[:, 4:]
+    c = np.argmax(cls, axis=1)
+    s = cls[np.arange(len(cls)), c]
+    m = s >= min_score
+    boxes = _normalise_pixels(_xywh_to_xyxy(t[m, :4].astype(np.float64)), in_w, in_h)
+    return boxes, s[m], c[m]
+
+
+def decode_grid(out: np.ndarray, min_score: float) -> Candidates:
+    """[G, G, 5+C] sigmoids: objectness, cx/cy in the cell, w/h of the input, class probs."""
+    gh, gw = out.shape[:2]
+    flat = out.reshape(gh * gw, -1)
+    obj = flat[:, 0]
+    cls = flat[:, 5:]
+    c = np.argmax(cls, axis=1)
+    s = obj * cls[np.arange(len(cls)), c]
+    m = np.flatnonzero(s >= min_score)
+    gy, gx = np.divmod(m, gw)
+    cx = (gx + flat[m, 1]) / gw
+    cy = (gy + flat[m, 2]) / gh
+    xywh = np.stack([cx, cy, flat[m, 3], flat[m, 4]], axis=1).astype(np.float64)
+    return _xywh_to_xyxy(xywh), s[m], c[m]
+
+
+@dataclass
+class DetectorTimings:
+    """Milliseconds of the last frame, for health reporting and the benchmark."""
+
+    preprocess_ms: float = 0.0
+    invoke_ms: float = 0.0
+    postprocess_ms: float = 0.0
+
+
+@dataclass
+class _Outputs:
+    layout: str
+    index: dict[str, int] = field(default_factory=dict)
+
+
+class Detector:
+    """Runs one int8 TFLite detector on BGR frames and returns Detections."""
+
+    def __init__(self, model: str | Path, labels: str | Path | None = None, threads: int = 4,
+                 layout: Layout = "auto", score_threshold: float = 0.5,
+                 class_thresholds: dict[str, float] | None = None,
+                 allow: Sequence[str] | None = None, iou_threshold: float = 0.45,
+                 max_detections: int = 50) -> None:
+        self.model_path = Path(model)
+        self.interp = load_interpreter(self.model_path, threads)
+        inp = self.interp.get_input_details()
+        if len(inp) != 1 or len(inp[0]["shape"]) != 4 or inp[0]["shape"][3] != 3:
+            shapes = [list(d["shape"]) for d in inp]
+            raise DetectorError(f"model {self.model_path} takes {shapes}, not one NHWC "
+                                f"3-channel image: not an image detector")
+        self._in = inp[0]
+        self.in_h, self.in_w = int(inp[0]["shape"][1]), int(inp[0]["shape"][2])
+        self._outs = self.interp.get_output_details()
+        self.labels = self._load_labels(labels)
+        self.layout = self._find_layout(layout)
+        self._check_labels()
+        self.score_threshold = score_threshold
+        self.class_thresholds = dict(class_thresholds or {})
+        unknown = [c for c in [*self.class_thresholds, *(allow or [])] if c not in self.labels]
+        if unknown:
+            raise DetectorError(f"classes {unknown} are not among the model's labels "
+                                f"{self.labels}")
+        self.allow = set(allow) if allow else None
+        self.iou_threshold = iou_threshold
+        self.max_detections = max_detections
+        self.timings = DetectorTimings()
+        self._ssd_order: tuple[int, int] | None = None
+        log.info("model %s: %s layout, input %dx%d %s, %d classes, %d threads",
+                 self.model_path.name, self.layout, self.in_w, self.in_h,
+                 np.dtype(self._in["dtype"]).name, len(self.labels), threads)
+
+    # --- set-up -------------------------------------------------------------
+
+    def _load_labels(self, labels: str | Path | None) -> list[str]:
+        if labels is not None:
+            return read_labels(Path(labels))
+        side = self.model_path.with_suffix(".labels.txt")
+        if side.is_file():
+            return read_labels(side)
+        packed = embedded_labels(self.model_path)
+        if packed:
+            return packed
+        raise DetectorError(f"model {self.model_path} carries no labels and none were given "
+                            f"(detector.labels, or {side.name} beside the model)")
+
+    def _find_layout(self, wanted: Layout) -> str:
+        shapes = [tuple(int(x) for x in o["shape"]) for o in self._outs]
+        found = _layout_from_shapes(shapes)
+        if wanted == "auto":
+            if found is None:
+                raise DetectorError(
+                    f"model {self.model_path}: outputs {shapes} match no known detector layout "
+                    f"({', '.join(LAYOUTS)}); is it a detector? set detector.layout if it is")
+            return found
+        if found != wanted:
+            raise DetectorError(f"model {self.model_path}: detector.layout = {wanted!r} but its "
+                                f"outputs {shapes} do not have that layout")
+        return wanted
+
+    def _check_labels(self) -> None:
+        n = self.num_classes
+        if n is not None and n != len(self.labels):
+            raise DetectorError(f"labels ({len(self.labels)}) do not match the model "
+                                f"{self.model_path.name}, which has {n} classes")
+
+    @property
+    def num_classes(self) -> int | None:
+        s = [int(x) for x in self._outs[0]["shape"]]
+        if self.layout == "yolov5":
+            return s[2] - 5
+        if self.layout == "yolov8":
+            return s[1] - 4
+        if self.layout == "patrol_grid":
+            return s[3] - 5
+        return None  # the SSD op's class count is not in its output shapes
+
+    # --- inference ----------------------------------------------------------
+
+    def _set_input(self, rgb: np.ndarray) -> None:
+        dt = self._in["dtype"]
+        if dt == np.uint8:
+            x = rgb
+        elif dt == np.int8:
+            x = (rgb.astype(np.int16) - 128).astype(np.int8)
+        else:  # float models: [0, 1], as YOLO and most exports expect
+            x = rgb.astype(np.float32) / 255.0
+        self.interp.set_tensor(self._in["index"], x[None])
+
+    def _output(self, i: int) -> np.ndarray:
+        d = self._outs[i]
+        raw = self.interp.get_tensor(d["index"])
+        scale, zero = d.get("quantization", (0.0, 0))
+        if raw.dtype in (np.int8, np.uint8, np.int16) and scale:
+            return (raw.astype(np.float32) - zero) * scale
+        return raw.astype(np.float32)
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Detections in one BGR frame, best first; boxes as fractions of the frame."""
+        if image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
+            raise ValueError(f"not a BGR frame: shape {getattr(image, 'shape', None)}")
+        t0 = time.perf_counter()
+        rgb, lb = letterbox(image, self.in_w, self.in_h)
+        self._set_input(rgb)
+        t1 = time.perf_counter()
+        self.interp.invoke()
+        t2 = time.perf_counter()
+        dets = self._decode(lb)
+        t3 = time.perf_counter()
+        self.timings = DetectorTimings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        return dets
+
+    def _decode(self, lb: Letterbox) -> list[Detection]:
+        floor = min([self.score_threshold, *self.class_thresholds.values(), 1.0])
+        floor = max(MIN_CANDIDATE_SCORE, floor)
+        if self.layout == "ssd_postprocess":
+            boxes, scores, classes = self._decode_ssd(floor)
+        else:
+            if self.layout == "yolov5":
+                boxes, scores, classes = decode_yolov5(self._output(0)[0], self.in_w,
+                                                       self.in_h, floor)
+            elif self.layout == "yolov8":
+                boxes, scores, classes = decode_yolov8(self._output(0)[0], self.in_w,
+                                                       self.in_h, floor)
+            else:
+                boxes, scores, classes = decode_grid(self._output(0)[0], floor)
+            keep = nms(boxes, scores, classes, self.iou_threshold, self.max_detections)
+            boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+        frame_boxes = unletterbox(boxes, lb)
+        out = []
+        for b, s, c in zip(frame_boxes, scores, classes, strict=True):
+            ci = int(c)
+            label = self.labels[ci] if 0 <= ci < len(self.labels) else f"class_{ci}"
+            if self.allow is not None and label not in self.allow:
+                continue
+            if s < self.class_thresholds.get(label, self.score_threshold):
+                continue
+            if b[2] - b[0] <= 0 or b[3] - b[1] <= 0:
+                continue  # entirely in the letterbox bars
+            out.append(Detection(label, ci, float(s),
+                                 (float(b[0]), float(b[1]), float(b[2]), float(b[3]))))
+        out.sort(key=lambda d: -d.score)
+        return out
+
+    def _decode_ssd(self, floor: float) -> Candidates:
+        shapes = [tuple(o["shape"]) for o in self._outs]
+        bi = next(i for i, s in enumerate(shapes) if len(s) == 3 and s[2] == 4)
+        ci_ = next(i for i, s in enumerate(shapes) if len(s) == 1 or int(np.prod(s)) == 1)
+        pair = [i for i, s in enumerate(shapes) if len(s) == 2]
+        a, b = self._output(pair[0])[0], self._output(pair[1])[0]
+        order = self._ssd_order or _tell_classes_from_scores(self._outs, pair, a, b)
+        if self._ssd_order is None and order is not None:
+            self._ssd_order = order
+        cls_i, sc_i = order or (pair[0], pair[1])
+        classes = (a if cls_i == pair[0] else b).astype(np.int64)
+        scores = b if sc_i == pair[1] else a
+        n = int(self._output(ci_).reshape(-1)[0])
+        n = max(0, min(n, len(scores)))
+        yxyx = self._output(bi)[0][:n].astype(np.float64)
+        boxes = yxyx[:, [1, 0, 3, 2]]
+        scores, classes = scores[:n], classes[:n]
+        m = scores >= floor
+        return boxes[m], scores[m], classes[m]
+
+
+def _tell_classes_from_scores(outs: list[dict[str, Any]], pair: list[int], a: np.ndarray,
+                              b: np.ndarray) -> tuple[int, int] | None:
+    """Which [1,N] output is classes and which scores. Names first (TF1 exports name
+    them :1 and :2), then values (class ids are whole numbers and may exceed 1);
+    None while undecidable (e.g. all zeros), which then falls back to op order."""
+    names = [str(outs[i].get("name", "")) for i in pair]
+    for i, nm in zip(pair, names, strict=True):
+        if "PostProcess:1" in nm:
+            return i, pair[1] if i == pair[0] else pair[0]
+        if "PostProcess:2" in nm:
+            return pair[1] if i == pair[0] else pair[0], i
+    a_int = bool(np.all(np.equal(np.mod(a, 1), 0)))
+    b_int = bool(np.all(np.equal(np.mod(b, 1), 0)))
+    if a_int and not b_int:
+        return pair[0], pair[1]
+    if b_int and not a_int:
+        return pair[1], pair[0]
+    if a.max(initial=0) > 1 >= b.max(initial=0):
+        return pair[0], pair[1]
+    if b.max(initial=0) > 1 >= a.max(initial=0):
+        return pair[1], pair[0]
+    return None
+
+
+def _layout_from_shapes(shapes: list[tuple[int, ...]]) -> str | None:
+    if len(shapes) == 4:
+        ranks = sorted(len(s) for s in shapes)
+        has_boxes = any(len(s) == 3 and s[2] == 4 for s in shapes)
+        if has_boxes and ranks in ([1, 2, 2, 3], [2, 2, 2, 3]):
+            return "ssd_postprocess"
+        return None
+    if len(shapes) != 1:
+        return None
+    s = shapes[0]
+    if len(s) == 3 and s[0] == 1:
+        a, b = s[1], s[2]
+        if b < a and b >= 6:
+            return "yolov5"
+        if a < b and a >= 5:
+            return "yolov8"
+    if len(s) == 4 and s[0] == 1 and s[1] == s[2] and s[3] >= 6:
+        return "patrol_grid"
+    return None

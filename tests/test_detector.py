@@ -1,0 +1,171 @@
+"""The TFLite detector on real int8 models of every supported output layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.detector import (
+    Detector,
+    DetectorError,
+    Letterbox,
+    decode_grid,
+    letterbox,
+    nms,
+    unletterbox,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_MODELS = ROOT / "tests" / "models"
+DEFAULT_MODEL = ROOT / "models" / "civil-complaint.tflite"
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+# --- geometry, without a model ------------------------------------------------------
+
+def test_letterbox_round_trip_maps_boxes_back_to_the_frame() -> None:
+    frame = np.zeros((360, 640, 3), np.uint8)
+    frame[90:180, 320:480] = (0, 0, 255)  # a red block, BGR
+    rgb, lb = letterbox(frame, 320, 320)
+    assert rgb.shape == (320, 320, 3)
+    assert lb.pad_y == 70 and lb.pad_x == 0 and lb.scale == 0.5
+    assert tuple(rgb[0, 0]) == (114, 114, 114)  # grey bar
+    assert tuple(rgb[70 + 60, 200]) == (255, 0, 0)  # the block, now RGB
+    # the block's box in input-normalised coordinates maps back to its frame box
+    box_in = np.array([[160 / 320, (70 + 45) / 320, 240 / 320, (70 + 90) / 320]])
+    back = unletterbox(box_in, lb)[0]
+    assert back == pytest.approx([0.5, 0.25, 0.75, 0.5], abs=1e-6)
+
+
+def test_boxes_in_the_bars_are_clipped_to_the_frame() -> None:
+    lb = Letterbox(0.5, 0, 70, 320, 320, 640, 360)
+    out = unletterbox(np.array([[0.1, 0.0, 0.2, 0.1]]), lb)
+    assert out[0][1] == 0.0 and out[0][3] == 0.0
+
+
+def test_nms_is_class_aware() -> None:
+    boxes = np.array([[0, 0, 1, 1], [0.05, 0, 1, 1], [0, 0, 1, 1.0], [2, 2, 3, 3]], float) / 3
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    classes = np.array([0, 0, 1, 0])
+    keep = nms(boxes, scores, classes, iou=0.5, max_keep=10)
+    assert list(keep) == [0, 2, 3]
+
+
+def test_decode_grid_places_a_cell_prediction() -> None:
+    g, c = 10, 3
+    out = np.zeros((g, g, 5 + c), np.float32)
+    out[4, 7] = [0.9, 0.5, 0.25, 0.2, 0.1, 0.1, 0.8, 0.1]  # row 4, column 7, class 1
+    boxes, scores, classes = decode_grid(out, 0.3)
+    assert len(boxes) == 1 and classes[0] == 1 and scores[0] == pytest.approx(0.72)
+    cx, cy = (7 + 0.5) / 10, (4 + 0.25) / 10
+    assert boxes[0] == pytest.approx([cx - 0.1, cy - 0.05, cx + 0.1, cy + 0.05])
+
+
+# --- real int8 models ---------------------------------------------------------------
+
+def shapes_scene(size: int = 320) -> tuple[np.ndarray, dict[str, tuple[float, ...]]]:
+    """A noisy frame with one square and one disc at known places (as fractions)."""
+    rng = np.random.default_rng(5)
+    h, w = size * 9 // 16, size
+    img = rng.integers(60, 120, (h, w, 3), dtype=np.uint8)
+    s = w // 6
+    x0, y0 = w // 8, h // 4
+    cv2.rectangle(img, (x0, y0), (x0 + s, y0 + s), (40, 200, 240), -1)
+    cx, cy, r = w * 3 // 4, h // 2, s // 2
+    cv2.circle(img, (cx, cy), r, (230, 80, 40), -1)
+    return img, {
+        "square": (x0 / w, y0 / h, (x0 + s) / w, (y0 + s) / h),
+        "disc": ((cx - r) / w, (cy - r) / h, (cx + r) / w, (cy + r) / h),
+    }
+
+
+@pytest.mark.parametrize("name,layout", [("ssd_postprocess", "ssd_postprocess"),
+                                         ("yolov5", "yolov5"), ("yolov8", "yolov8")])
+def test_foreign_layouts_decode_to_the_drawn_shapes(name: str, layout: str) -> None:
+    det = Detector(TEST_MODELS / f"{name}_int8.tflite", TEST_MODELS / f"{name}.labels.txt",
+                   threads=2, score_threshold=0.3, allow=None)
+    assert det.layout == layout  # found from the model's outputs alone
+    img, truth = shapes_scene()
+    found = det.detect(img)
+    for label, box in truth.items():
+        best = max((iou(d.bbox, box) for d in found if d.label == label), default=0.0)
+        assert best > 0.5, f"{name}: {label} not found where drawn (best IoU {best:.2f})"
+
+
+def test_default_model_is_a_grid_detector_with_labels() -> None:
+    det = Detector(DEFAULT_MODEL, threads=2)
+    assert det.layout == "patrol_grid"
+    assert det.labels[:3] == ["garbage", "banner", "construction"]
+    assert det.in_w == det.in_h
+    assert det.allow is None or "bin" not in det.allow
+
+
+def test_default_model_finds_objects_in_scenes_it_never_saw() -> None:
+    from agent.simulate import render_training_scene
+
+    det = Detector(DEFAULT_MODEL, threads=2, score_threshold=0.4, allow=None)
+    hits = total = false = 0
+    # stream 9: never used by training (2), evaluation (3) or drives (1)
+    rng = np.random.default_rng(np.random.SeedSequence([2026, 9]))
+    for _ in range(40):
+        img, boxes = render_training_scene(rng, det.in_w, det.in_h)
+        found = det.detect(img)
+        h, w = img.shape[:2]
+        for label, x1, y1, x2, y2 in boxes:
+            if label not in ("garbage", "banner", "construction"):
+                continue
+            total += 1
+            box = (x1 / w, y1 / h, x2 / w, y2 / h)
+            hits += any(d.label == label and iou(d.bbox, box) > 0.5 for d in found)
+        for d in found:
+            false += not any(d.label == b[0] and iou(d.bbox, (b[1] / w, b[2] / h, b[3] / w,
+                                                               b[4] / h)) > 0.3 for b in boxes)
+    assert total >= 30
+    assert hits / total >= 0.7, f"recall {hits}/{total}"
+    assert false <= 0.3 * max(hits, 1), f"{false} false detections for {hits} hits"
+
+
+def test_labels_that_do_not_match_fail_at_start(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("garbage\nbanner\n")
+    with pytest.raises(DetectorError, match=r"labels \(2\) do not match"):
+        Detector(DEFAULT_MODEL, labels)
+
+
+def test_unknown_class_in_config_fails_at_start() -> None:
+    with pytest.raises(DetectorError, match="not among the model's labels"):
+        Detector(DEFAULT_MODEL, allow=["garbage", "grafitti"])
+
+
+def test_missing_truncated_and_non_detector_models_fail_clearly(tmp_path: Path) -> None:
+    with pytest.raises(DetectorError, match="no such file"):
+        Detector(tmp_path / "none.tflite")
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(DEFAULT_MODEL.read_bytes()[:5000])
+    with pytest.raises(DetectorError, match="not a usable TFLite model"):
+        Detector(cut)
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"\x00" * 4096)
+    with pytest.raises(DetectorError, match="not a usable TFLite model"):
+        Detector(junk)
+
+
+def test_named_layout_must_match_the_model() -> None:
+    with pytest.raises(DetectorError, match="do not have that layout"):
+        Detector(DEFAULT_MODEL, layout="yolov8")
+
+
+def test_broken_frame_is_refused_not_crashed_on() -> None:
+    det = Detector(DEFAULT_MODEL, threads=1)
+    with pytest.raises(ValueError, match="not a BGR frame"):
+        det.detect(np.zeros((0, 0, 3), np.uint8))
+    assert isinstance(det.detect(np.zeros((360, 640, 3), np.uint8)), list)
