@@ -1,0 +1,158 @@
+"""Detections → tracks: the same object across frames becomes one track.
+
+A patrol vehicle passes a banner in about two seconds and sees it in dozens of
+frames; the city wants one finding. Road-side objects drift outward and grow
+as the vehicle approaches, so each track predicts its box from its recent
+motion (constant velocity of centre and size, per second of capture time) and
+new detections are matched to the prediction by IoU, or, for small fast boxes
+whose IoU with the prediction is low, by centre distance relative to box size.
+Matching is greedy by best affinity — with a handful of objects per frame that
+is what the Hungarian method would pick too, without a SciPy dependency.
+
+A track ends when it has not been seen for ``max_missed_s`` of capture time;
+``update`` returns the tracks that ended so the event stage can make findings.
+Classes are kept per observation and voted on at the end, so a track that the
+model calls "garbage" nine times and "bin" once stays garbage.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.records import Detection, Frame
+
+Box = tuple[float, float, float, float]
+
+
+def iou(a: Box, b: Box) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _cxcywh(b: Box) -> tuple[float, float, float, float]:
+    return (b[0] + b[2]) / 2, (b[1] + b[3]) / 2, b[2] - b[0], b[3] - b[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One detection of a track, with the frame it came from."""
+
+    frame: Frame
+    detection: Detection
+
+
+@dataclass
+class Track:
+    id: int
+    observations: list[Observation] = field(default_factory=list)
+    best: Any = None
+    """Whatever the event stage keeps as the best shot so far (it decides)."""
+
+    @property
+    def last(self) -> Observation:
+        return self.observations[-1]
+
+    @property
+    def label(self) -> str:
+        """Majority class, ties broken by the summed score."""
+        votes: Counter[str] = Counter()
+        score: Counter[str] = Counter()
+        for o in self.observations:
+            votes[o.detection.label] += 1
+            score[o.detection.label] += o.detection.score
+        return max(votes, key=lambda k: (votes[k], score[k]))
+
+    @property
+    def frames(self) -> int:
+        return len(self.observations)
+
+    def predict(self, t_mono: float) -> Box:
+        """The box expected at capture time ``t_mono``, from the last two observations."""
+        last = self.observations[-1]
+        if len(self.observations) < 2:
+            return last.detection.bbox
+        prev = self.observations[-2]
+        dt = last.frame.captured_mono - prev.frame.captured_mono
+        if dt <= 0:
+            return last.detection.bbox
+        a, b = _cxcywh(prev.detection.bbox), _cxcywh(last.detection.bbox)
+        k = (t_mono - last.frame.captured_mono) / dt
+        k = min(k, 3.0)  # do not fling a box across the frame after a gap
+        cx, cy, w, h = (b[i] + k * (b[i] - a[i]) for i in range(4))
+        w, h = max(w, 1e-3), max(h, 1e-3)
+        return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+
+
+class Tracker:
+    def __init__(self, iou_threshold: float = 0.2, centre_factor: float = 1.0,
+                 max_missed_s: float = 1.0, class_aware: bool = False) -> None:
+        """``centre_factor``: a detection whose centre lies within this many box
+        diagonals of the predicted centre may match even with a low IoU.
+        ``class_aware``: only match detections of the same class (off: the model
+        may waver between similar classes on one object)."""
+        self.iou_threshold = iou_threshold
+        self.centre_factor = centre_factor
+        self.max_missed_s = max_missed_s
+        self.class_aware = class_aware
+        self.active: list[Track] = []
+        self._ids = itertools.count(1)
+
+    def _affinity(self, track: Track, pred: Box, det: Detection) -> float:
+        if self.class_aware and det.label != track.last.detection.label:
+            return 0.0
+        ov = iou(pred, det.bbox)
+        if ov >= self.iou_threshold:
+            return 1.0 + ov
+        pc, dc = _cxcywh(pred), _cxcywh(det.bbox)
+        diag = max((pc[2] ** 2 + pc[3] ** 2) ** 0.5, (dc[2] ** 2 + dc[3] ** 2) ** 0.5, 1e-6)
+        dist = ((pc[0] - dc[0]) ** 2 + (pc[1] - dc[1]) ** 2) ** 0.5 / diag
+        size = min(pc[2] * pc[3], dc[2] * dc[3]) / max(pc[2] * pc[3], dc[2] * dc[3], 1e-9)
+        if dist <= self.centre_factor and size > 0.25:
+            return 1.0 - dist / (2 * self.centre_factor)  # below any IoU match
+        return 0.0
+
+    def update(self, frame: Frame, detections: list[Detection]) -> tuple[list[Track], list[Track]]:
+        """Add one frame's detections. Returns (tracks updated now, tracks that ended)."""
+        t = frame.captured_mono
+        preds = [tr.predict(t) for tr in self.active]
+        pairs = []
+        for ti, tr in enumerate(self.active):
+            for di, det in enumerate(detections):
+                a = self._affinity(tr, preds[ti], det)
+                if a > 0:
+                    pairs.append((a, ti, di))
+        pairs.sort(reverse=True)
+        used_t: set[int] = set()
+        used_d: set[int] = set()
+        updated: list[Track] = []
+        for _, ti, di in pairs:
+            if ti in used_t or di in used_d:
+                continue
+            used_t.add(ti)
+            used_d.add(di)
+            tr = self.active[ti]
+            tr.observations.append(Observation(frame, detections[di]))
+            updated.append(tr)
+        for di, det in enumerate(detections):
+            if di not in used_d:
+                tr = Track(next(self._ids), [Observation(frame, det)])
+                self.active.append(tr)
+                updated.append(tr)
+        ended = [tr for tr in self.active
+                 if t - tr.last.frame.captured_mono > self.max_missed_s]
+        if ended:
+            self.active = [tr for tr in self.active if tr not in ended]
+        return updated, ended
+
+    def flush(self) -> list[Track]:
+        """End every active track (the drive or the run is over)."""
+        ended, self.active = self.active, []
+        return ended
