@@ -30,6 +30,8 @@ setup(
             "pytest>=8",
             "pytest-timeout>=2.3",
             "cryptography>=42",
+            # Real photos (faces included) ship inside its wheel; used by the privacy tests.
+            "scikit-image>=0.22",
             "ruff>=0.6",
         ],
     },

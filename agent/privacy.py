@@ -1,0 +1,119 @@
+"""Privacy: faces and licence plates are blurred before an image is stored or sent.
+
+The detectors are OpenCV's Haar cascades, which ship inside the opencv 4.x
+wheels (``cv2.data.haarcascades``; the 5.0 wheels dropped them, hence the
+project's ``opencv<5`` pin): frontal and profile faces, and a licence-plate
+cascade. They are cheap on a Pi and run only on the one image an event keeps,
+not on every frame. Boxes of the main model's own redact classes (if a model
+has e.g. ``person`` or ``plate``) can be added by the caller.
+
+Over-blurring is the safe failure: a cascade's false positive costs a blurred
+patch of wall, a miss costs someone's privacy; so detection is tuned loose
+and every region is padded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+log = logging.getLogger("privacy")
+
+Box = tuple[float, float, float, float]
+
+CASCADES = {
+    "face": ("haarcascade_frontalface_default.xml", "haarcascade_profileface.xml"),
+    "plate": ("haarcascade_russian_plate_number.xml",),
+}
+
+
+class PrivacyError(Exception):
+    """Redaction cannot run (no cascades): images must not be stored unredacted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    """What the privacy step did to one image (recorded with the event)."""
+
+    faces: int
+    plates: int
+    extra: int
+    method: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"ran": True, "faces": self.faces, "plates": self.plates, "extra": self.extra,
+                "method": self.method}
+
+
+def _cascade_dir() -> Path:
+    data = getattr(cv2, "data", None)
+    path = Path(getattr(data, "haarcascades", "")) if data else Path()
+    return path
+
+
+class Redactor:
+    def __init__(self, method: Literal["blur", "block"] = "blur", pad: float = 0.15,
+                 min_size_px: int = 12) -> None:
+        self.method = method
+        self.pad = pad
+        self.min_size_px = min_size_px
+        base = _cascade_dir()
+        self._cascades: dict[str, list[cv2.CascadeClassifier]] = {}
+        for kind, files in CASCADES.items():
+            loaded = []
+            for f in files:
+                c = cv2.CascadeClassifier(str(base / f))
+                if not c.empty():
+                    loaded.append(c)
+            if not loaded:
+                raise PrivacyError(
+                    f"no {kind} detector: OpenCV's Haar cascades are missing from {base} "
+                    f"(opencv 5 wheels do not ship them; install opencv-python-headless<5)")
+            self._cascades[kind] = loaded
+
+    def _detect(self, gray: np.ndarray, kind: str) -> list[tuple[int, int, int, int]]:
+        found: list[tuple[int, int, int, int]] = []
+        m = self.min_size_px
+        for c in self._cascades[kind]:
+            boxes = c.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4,
+                                       minSize=(m, m) if kind == "face" else (2 * m, m))
+            found += [tuple(int(v) for v in b) for b in boxes]  # type: ignore[misc]
+            if kind == "face":  # profiles looking the other way: search the mirror image
+                w = gray.shape[1]
+                for x, y, bw, bh in c.detectMultiScale(cv2.flip(gray, 1), 1.1, 4,
+                                                      minSize=(m, m)):
+                    found.append((int(w - x - bw), int(y), int(bw), int(bh)))
+        return found
+
+    def redact(self, image: np.ndarray, extra_boxes: list[Box] = ()) -> tuple[np.ndarray,
+                                                                              Redaction]:
+        """A redacted copy of a BGR image. ``extra_boxes`` are fractions of the image."""
+        out = image.copy()
+        h, w = out.shape[:2]
+        gray = cv2.equalizeHist(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY))
+        faces = self._detect(gray, "face")
+        plates = self._detect(gray, "plate")
+        regions = [*faces, *plates]
+        for x1, y1, x2, y2 in extra_boxes:
+            regions.append((int(x1 * w), int(y1 * h), int((x2 - x1) * w), int((y2 - y1) * h)))
+        for x, y, bw, bh in regions:
+            px, py = int(bw * self.pad), int(bh * self.pad)
+            xa, ya = max(0, x - px), max(0, y - py)
+            xb, yb = min(w, x + bw + px), min(h, y + bh + py)
+            if xb - xa < 2 or yb - ya < 2:
+                continue
+            roi = out[ya:yb, xa:xb]
+            if self.method == "block":
+                roi[:] = roi.mean(axis=(0, 1)).astype(np.uint8)
+            else:
+                # Pixelate then blur: irreversible at any zoom, still looks like a photo.
+                small = cv2.resize(roi, (max(1, (xb - xa) // 12), max(1, (yb - ya) // 12)),
+                                   interpolation=cv2.INTER_AREA)
+                roi[:] = cv2.GaussianBlur(cv2.resize(small, (xb - xa, yb - ya),
+                                                     interpolation=cv2.INTER_LINEAR), (0, 0), 3)
+        return out, Redaction(len(faces), len(plates), len(extra_boxes), self.method)
