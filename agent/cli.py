@@ -55,6 +55,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+# --- detect -------------------------------------------------------------------
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Camera + model check for a technician: what the detector sees, frame by frame."""
+    import cv2
+
+    from agent.config import Config
+    from agent.detector import Detector, DetectorError
+    from agent.sources import SourceError, open_source
+
+    cfg = load_config(args.config) if args.config else Config()
+    d = cfg.detector
+    try:
+        det = Detector(Path(args.model) if args.model else d.model_path(), d.labels,
+                       threads=d.threads, layout=d.layout, score_threshold=d.score_threshold,
+                       class_thresholds=d.class_thresholds,
+                       allow=None if args.all_classes else d.allow,
+                       iou_threshold=d.iou_threshold, max_detections=d.max_detections)
+        src = open_source(cfg.camera.kind, args.source or cfg.camera.source,
+                          width=cfg.camera.width, height=cfg.camera.height, fps=cfg.camera.fps)
+    except (DetectorError, SourceError) as e:
+        return _fail(str(e), 2)
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    n = found = 0
+    try:
+        while (args.frames is None or n < args.frames) and (frame := src.read()) is not None:
+            dets = det.detect(frame.image)
+            n += 1
+            found += len(dets)
+            for dt in dets:
+                print(f"frame {frame.index:5d} {frame.captured_utc:%H:%M:%S.%f}"[:-3]
+                      + f"  {dt.label:<13} {dt.score:.2f}  "
+                      + " ".join(f"{v:.3f}" for v in dt.bbox))
+            if out and dets:
+                img = frame.image.copy()
+                h, w = img.shape[:2]
+                for dt in dets:
+                    x1, y1, x2, y2 = (int(dt.bbox[0] * w), int(dt.bbox[1] * h),
+                                      int(dt.bbox[2] * w), int(dt.bbox[3] * h))
+                    cv2.rectangle(img, (x1, y1), (x2, y2), (0, 0, 255), 2)
+                    cv2.putText(img, f"{dt.label} {dt.score:.2f}", (x1, max(12, y1 - 4)),
+                                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 255), 1)
+                cv2.imwrite(str(out / f"frame{frame.index:05d}.jpg"), img)
+    finally:
+        src.close()
+    t = det.timings
+    print(f"{n} frames, {found} detections; last frame: preprocess {t.preprocess_ms:.1f} ms, "
+          f"invoke {t.invoke_ms:.1f} ms, postprocess {t.postprocess_ms:.1f} ms", file=sys.stderr)
+    return 0
+
+
 # --- check-config -------------------------------------------------------------
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -181,6 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--until-drained", action="store_true",
                    help="exit once every stored event is delivered")
     r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("detect", help="run the detector on a camera, video or image folder")
+    d.add_argument("source", nargs="?", help="camera.source to use instead of the config's")
+    d.add_argument("--config", help="TOML config (camera and detector sections)")
+    d.add_argument("--model", help="a .tflite to use instead of detector.model")
+    d.add_argument("--frames", type=int, help="stop after this many frames")
+    d.add_argument("--out", help="write frames with detections drawn into this folder")
+    d.add_argument("--all-classes", action="store_true",
+                   help="show every class, not only detector.allow")
+    d.set_defaults(func=cmd_detect)
 
     c = sub.add_parser("check-config", help="validate a config and print it, secrets masked")
     c.add_argument("file")

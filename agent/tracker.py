@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from agent.records import Detection, Frame
@@ -43,9 +44,13 @@ def _cxcywh(b: Box) -> tuple[float, float, float, float]:
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One detection of a track, with the frame it came from."""
+    """One detection of a track and when its frame was captured. The frame's
+    pixels are not kept here (fifty frames per track would not fit a Pi's
+    memory); the event stage keeps the one best shot in ``Track.best``."""
 
-    frame: Frame
+    index: int
+    captured_utc: datetime
+    captured_mono: float
     detection: Detection
 
 
@@ -80,15 +85,19 @@ class Track:
         if len(self.observations) < 2:
             return last.detection.bbox
         prev = self.observations[-2]
-        dt = last.frame.captured_mono - prev.frame.captured_mono
+        dt = last.captured_mono - prev.captured_mono
         if dt <= 0:
             return last.detection.bbox
         a, b = _cxcywh(prev.detection.bbox), _cxcywh(last.detection.bbox)
-        k = (t_mono - last.frame.captured_mono) / dt
+        k = (t_mono - last.captured_mono) / dt
         k = min(k, 3.0)  # do not fling a box across the frame after a gap
         cx, cy, w, h = (b[i] + k * (b[i] - a[i]) for i in range(4))
         w, h = max(w, 1e-3), max(h, 1e-3)
         return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+
+
+def _obs(frame: Frame, det: Detection) -> Observation:
+    return Observation(frame.index, frame.captured_utc, frame.captured_mono, det)
 
 
 class Tracker:
@@ -139,15 +148,15 @@ class Tracker:
             used_t.add(ti)
             used_d.add(di)
             tr = self.active[ti]
-            tr.observations.append(Observation(frame, detections[di]))
+            tr.observations.append(_obs(frame, detections[di]))
             updated.append(tr)
         for di, det in enumerate(detections):
             if di not in used_d:
-                tr = Track(next(self._ids), [Observation(frame, det)])
+                tr = Track(next(self._ids), [_obs(frame, det)])
                 self.active.append(tr)
                 updated.append(tr)
         ended = [tr for tr in self.active
-                 if t - tr.last.frame.captured_mono > self.max_missed_s]
+                 if t - tr.last.captured_mono > self.max_missed_s]
         if ended:
             self.active = [tr for tr in self.active if tr not in ended]
         return updated, ended
