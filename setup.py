@@ -13,6 +13,8 @@ setup(
         # The TFLite runtime; on images where only tflite-runtime exists the
         # detector uses that instead (same Interpreter API).
         "ai-edge-litert>=2.1,<3",
+        # gpsd's JSON stream; see agent/gps.py for why not gpsd-py3.
+        "gpsdclient>=1.3,<2",
         "numpy>=1.26,<3",
         # 4.x: the 5.0 wheels no longer ship the Haar cascades the privacy step uses.
         "opencv-python-headless>=4.9,<5",

@@ -122,6 +122,47 @@ class Mosquitto:
         self.proc.send_signal(signal.SIGCONT)
 
 
+GPSFAKE = shutil.which("gpsfake") or "/usr/bin/gpsfake"
+NMEA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "nmea"
+
+
+class Gpsfake:
+    """A real gpsd on a free loopback port, fed an NMEA log by gpsfake."""
+
+    def __init__(self, log: Path, port: int | None = None, cycle_s: float = 0.02,
+                 loop: bool = False) -> None:
+        self.log = log
+        self.port = port or free_port()
+        self.cycle_s = cycle_s
+        self.loop = loop
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Gpsfake:
+        args = [GPSFAKE, "-q", "-P", str(self.port), "-c", str(self.cycle_s)]
+        if not self.loop:
+            args.append("-1")
+        else:
+            args.append("-l")
+        # Its own session, so that stopping it also stops the gpsd it started.
+        self.proc = subprocess.Popen([*args, str(self.log)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=0.2):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("gpsfake/gpsd did not start listening")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+
 class Subscriber:
     """A real MQTT client that records what the agent publishes (persistent session, QoS 1)."""
 

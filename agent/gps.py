@@ -1,0 +1,329 @@
+"""GPS: the gpsd client, the fix history, and the position at a frame's time.
+
+A finding's place is the vehicle's track *interpolated to the frame's capture
+time*, not the last fix: at 50 km/h one second of lag is 14 m. Past the last
+fix the track is extrapolated only briefly (``max_extrapolate_s``) and the
+result is flagged; across a gap longer than ``max_gap_s`` (a tunnel) there is
+no position at all, never an invented one.
+
+The gpsd client is ``gpsdclient`` rather than ``gpsd-py3``: gpsd-py3 has not
+been released since 2017, polls with ``?POLL`` and keeps module-global
+connection state, which does not survive gpsd restarting under a long-running
+daemon. gpsdclient is a small, maintained reader of gpsd's JSON stream that we
+can close from another thread and simply reconnect.
+
+A Pi has no real-time clock: its system time can be anything until NTP or GPS
+sets it. Every TPV's GPS time is compared with the system clock, and the
+offset is reported and used to stamp events with trustworthy UTC.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import statistics
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agent.backoff import Backoff
+from agent.geo import destination, haversine_m, initial_bearing_deg
+from agent.records import Fix
+
+log = logging.getLogger("gps")
+
+DEFAULT_ACCURACY_M = 5.0
+"""Assumed horizontal error when the receiver reports none (typical consumer GPS)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GeoTag:
+    """Where the vehicle was at one instant, and how sure we are."""
+
+    lat: float
+    lon: float
+    heading_deg: float | None
+    speed_mps: float | None
+    accuracy_m: float
+    extrapolated: bool = False
+    fix_age_s: float = 0.0
+    """Seconds from the nearest fix used."""
+
+
+def _interp_angle(a: float, b: float, w: float) -> float:
+    d = (b - a + 540.0) % 360.0 - 180.0
+    return (a + w * d) % 360.0
+
+
+class FixHistory:
+    """A short, time-ordered history of usable fixes, safe to share between threads."""
+
+    def __init__(self, max_age_s: float = 300.0, max_gap_s: float = 5.0,
+                 max_extrapolate_s: float = 2.0) -> None:
+        self.max_age_s = max_age_s
+        self.max_gap_s = max_gap_s
+        self.max_extrapolate_s = max_extrapolate_s
+        self._times: deque[float] = deque()
+        self._fixes: deque[Fix] = deque()
+        self._lock = threading.Lock()
+        self._last_heading: float | None = None
+
+    def add(self, fix: Fix) -> None:
+        if not fix.usable:
+            return
+        t = fix.utc.timestamp()
+        with self._lock:
+            if self._times and t <= self._times[-1]:
+                if t == self._times[-1]:
+                    self._fixes[-1] = fix  # a later report of the same second
+                return  # out of order: a replayed or duplicated sentence
+            self._times.append(t)
+            self._fixes.append(fix)
+            while self._times and t - self._times[0] > self.max_age_s:
+                self._times.popleft()
+                self._fixes.popleft()
+
+    def extend(self, fixes: Iterable[Fix]) -> None:
+        for f in fixes:
+            self.add(f)
+
+    def __len__(self) -> int:
+        return len(self._fixes)
+
+    def last(self) -> Fix | None:
+        with self._lock:
+            return self._fixes[-1] if self._fixes else None
+
+    def position_at(self, utc: datetime) -> GeoTag | None:
+        """The vehicle's position at ``utc``; None when no usable fix is near enough."""
+        t = utc.timestamp()
+        with self._lock:
+            times = list(self._times)
+            fixes = list(self._fixes)
+        if not fixes:
+            return None
+        i = bisect.bisect_left(times, t)
+        if i < len(times) and times[i] == t:
+            return self._tag(fixes[i], fixes, i, 0.0)
+        if i == 0:
+            # Before the first fix: only a tiny step back (a frame just before it).
+            if times[0] - t > self.max_extrapolate_s:
+                return None
+            return self._extrapolate(fixes[0], fixes, 0, t - times[0])
+        if i == len(times):
+            dt = t - times[-1]
+            if dt > self.max_extrapolate_s:
+                return None
+            return self._extrapolate(fixes[-1], fixes, len(fixes) - 1, dt)
+        a, b = fixes[i - 1], fixes[i]
+        ta, tb = times[i - 1], times[i]
+        if tb - ta > self.max_gap_s:
+            return None  # a gap in the track (tunnel, fix loss): no invented position
+        w = (t - ta) / (tb - ta)
+        lat = a.lat + w * (b.lat - a.lat)  # type: ignore[operator]
+        lon = a.lon + w * (b.lon - a.lon)  # type: ignore[operator]
+        heading = self._heading(a, b)
+        speed = None
+        if a.speed_mps is not None and b.speed_mps is not None:
+            speed = a.speed_mps + w * (b.speed_mps - a.speed_mps)
+        acc = max(a.eph_m or DEFAULT_ACCURACY_M, b.eph_m or DEFAULT_ACCURACY_M)
+        return GeoTag(lat, lon, heading, speed, acc, False, min(t - ta, tb - t))
+
+    def _heading(self, a: Fix, b: Fix) -> float | None:
+        moved = haversine_m(a.lat, a.lon, b.lat, b.lon)  # type: ignore[arg-type]
+        if moved > 1.0:
+            h = initial_bearing_deg(a.lat, a.lon, b.lat, b.lon)  # type: ignore[arg-type]
+        elif a.track_deg is not None and b.track_deg is not None and (b.speed_mps or 0) > 1.0:
+            h = _interp_angle(a.track_deg, b.track_deg, 0.5)
+        else:
+            h = self._last_heading  # standing still: the heading does not change
+        if h is not None:
+            self._last_heading = h
+        return h
+
+    def _tag(self, f: Fix, fixes: list[Fix], i: int, age: float) -> GeoTag:
+        if i + 1 < len(fixes):
+            heading = self._heading(f, fixes[i + 1])
+        elif i > 0:
+            heading = self._heading(fixes[i - 1], f)
+        else:
+            heading = f.track_deg
+        return GeoTag(f.lat, f.lon, heading, f.speed_mps,  # type: ignore[arg-type]
+                      f.eph_m or DEFAULT_ACCURACY_M, False, age)
+
+    def _extrapolate(self, f: Fix, fixes: list[Fix], i: int, dt: float) -> GeoTag:
+        base = self._tag(f, fixes, i, abs(dt))
+        speed = f.speed_mps or 0.0
+        heading = base.heading_deg if base.heading_deg is not None else f.track_deg
+        lat, lon = f.lat, f.lon
+        if heading is not None and speed > 0.5:
+            lat, lon = destination(f.lat, f.lon, heading, speed * dt)  # type: ignore[arg-type]
+        # Error grows with the distance guessed.
+        acc = base.accuracy_m + 0.5 * speed * abs(dt)
+        return GeoTag(lat, lon, heading, speed, acc, True, abs(dt))  # type: ignore[arg-type]
+
+
+class ClockCheck:
+    """GPS time versus the system clock (a Pi has no RTC until NTP or GPS sets it)."""
+
+    def __init__(self, warn_s: float = 2.0, window: int = 15) -> None:
+        self.warn_s = warn_s
+        self._offsets: deque[float] = deque(maxlen=window)
+        self._warned = False
+        self._lock = threading.Lock()
+
+    def observe(self, gps_utc: datetime, system_utc: datetime) -> None:
+        with self._lock:
+            self._offsets.append((gps_utc - system_utc).total_seconds())
+            off = statistics.median(self._offsets)
+        if abs(off) > self.warn_s and not self._warned and len(self._offsets) >= 3:
+            self._warned = True
+            log.warning("system clock is off by %+.1f s against GPS; events are stamped "
+                        "with GPS time", off)
+
+    @property
+    def offset_s(self) -> float | None:
+        """GPS minus system time, seconds (median of recent fixes); None before any fix."""
+        with self._lock:
+            return statistics.median(self._offsets) if self._offsets else None
+
+    def trusted_utc(self, system_utc: datetime) -> datetime:
+        off = self.offset_s
+        return system_utc + timedelta(seconds=off) if off is not None else system_utc
+
+
+def fix_from_tpv(tpv: dict[str, Any]) -> Fix | None:
+    """A Fix from one gpsd TPV report, or None when it carries no time."""
+    t = tpv.get("time")
+    if isinstance(t, str):
+        try:
+            t = datetime.fromisoformat(t.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if not isinstance(t, datetime):
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+
+    def num(key: str) -> float | None:
+        v = tpv.get(key)
+        return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+    eph = num("eph")
+    if eph is None:
+        ex, ey = num("epx"), num("epy")
+        eph = math.hypot(ex, ey) if ex is not None and ey is not None else None
+    return Fix(utc=t, lat=num("lat"), lon=num("lon"), mode=int(tpv.get("mode") or 0),
+               speed_mps=num("speed"), track_deg=num("track"), eph_m=eph, epv_m=num("epv"),
+               alt_m=num("altMSL") if num("altMSL") is not None else num("alt"))
+
+
+@dataclass
+class GpsStats:
+    connected: bool = False
+    reports: int = 0
+    fixes: int = 0
+    mode: int = 0
+    reconnects: int = 0
+    fix_lost_since: datetime | None = None
+    last_error: str = ""
+    clock_offset_s: float | None = field(default=None)
+
+
+class GpsdReader:
+    """Reads TPV reports from gpsd on its own thread into a FixHistory.
+
+    Reconnects with backoff when gpsd goes away (restart, crash) and reports
+    fix loss and regain once each, not per report.
+    """
+
+    def __init__(self, host: str, port: int, history: FixHistory,
+                 clock: ClockCheck | None = None, stop: threading.Event | None = None,
+                 timeout_s: float = 5.0, reconnect_min_s: float = 0.5,
+                 reconnect_max_s: float = 10.0) -> None:
+        self.host, self.port = host, port
+        self.history = history
+        self.clock = clock or ClockCheck()
+        self.stop = stop or threading.Event()
+        self.timeout_s = timeout_s
+        self.stats = GpsStats()
+        self._backoff = Backoff(reconnect_min_s, reconnect_max_s)
+        self._client: Any = None
+        self._thread: threading.Thread | None = None
+        self._had_fix = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="gps", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self._client is not None:
+            self._client.close()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout_s + 1)
+
+    def run(self) -> None:
+        from gpsdclient import GPSDClient
+
+        while not self.stop.is_set():
+            self._client = GPSDClient(self.host, self.port, timeout=self.timeout_s)
+            try:
+                for tpv in self._client.dict_stream(convert_datetime=False, filter=["TPV"]):
+                    if not self.stats.connected:
+                        self.stats.connected = True
+                        self._backoff.reset()
+                        log.info("connected to gpsd at %s:%d", self.host, self.port)
+                    self._on_tpv(tpv)
+                    if self.stop.is_set():
+                        break
+                else:
+                    raise ConnectionError("gpsd closed the connection")
+            except (OSError, ValueError, ConnectionError) as e:
+                if self.stop.is_set():
+                    break
+                self.stats.last_error = str(e) or type(e).__name__
+                was = self.stats.connected
+                self.stats.connected = False
+                self.stats.reconnects += 1
+                delay = self._backoff.next_delay()
+                if was:
+                    log.warning("lost gpsd at %s:%d (%s); reconnecting in %.1f s", self.host,
+                                self.port, self.stats.last_error, delay)
+                else:
+                    log.warning("cannot reach gpsd at %s:%d (%s); retrying in %.1f s",
+                                self.host, self.port, self.stats.last_error, delay)
+                self._lost_fix(datetime.now(UTC), "gpsd unreachable")
+                self.stop.wait(delay)
+            finally:
+                self._client.close()
+
+    def _on_tpv(self, tpv: dict[str, Any]) -> None:
+        self.stats.reports += 1
+        fix = fix_from_tpv(tpv)
+        if fix is None:
+            return
+        self.stats.mode = fix.mode
+        if fix.usable:
+            self.stats.fixes += 1
+            self.clock.observe(fix.utc, datetime.now(UTC))
+            self.stats.clock_offset_s = self.clock.offset_s
+            self.history.add(fix)
+            if self.stats.fix_lost_since is not None:
+                lost = (fix.utc - self.stats.fix_lost_since).total_seconds()
+                log.info("GPS fix regained after %.0f s", max(lost, 0.0))
+                self.stats.fix_lost_since = None
+            elif not self._had_fix:
+                log.info("GPS fix acquired (mode %dD)", fix.mode)
+            self._had_fix = True
+        else:
+            self._lost_fix(fix.utc, "receiver reports no fix")
+
+    def _lost_fix(self, when: datetime, why: str) -> None:
+        if self.stats.fix_lost_since is None and self._had_fix:
+            self.stats.fix_lost_since = when
+            log.warning("GPS fix lost (%s): findings get no position until it returns", why)

@@ -1,0 +1,128 @@
+"""GPS: a real gpsd fed by gpsfake, and the position at a frame's capture time."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agent.geo import destination, haversine_m
+from agent.gps import ClockCheck, FixHistory, GpsdReader
+from agent.records import Fix
+from tests.conftest import NMEA_DIR, Gpsfake, wait_until
+
+T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+START = (37.5665, 126.9780)
+
+
+def driving_north(speed_mps: float = 14.0, seconds: int = 20) -> list[Fix]:
+    """1 Hz fixes of a vehicle driving due north at 50 km/h."""
+    out = []
+    for s in range(seconds):
+        lat, lon = destination(START[0], START[1], 0.0, speed_mps * s)
+        out.append(Fix(T0 + timedelta(seconds=s), lat, lon, 3, speed_mps, 0.0, 3.0))
+    return out
+
+
+def test_position_is_interpolated_to_the_frame_time() -> None:
+    h = FixHistory()
+    h.extend(driving_north())
+    tag = h.position_at(T0 + timedelta(seconds=5.5))
+    assert tag is not None and not tag.extrapolated
+    want = destination(START[0], START[1], 0.0, 14.0 * 5.5)
+    assert haversine_m(tag.lat, tag.lon, *want) < 0.5  # not the 7 m of the nearest fix
+    assert tag.heading_deg == pytest.approx(0.0, abs=0.5)
+    assert tag.speed_mps == pytest.approx(14.0)
+
+
+def test_brief_extrapolation_is_flagged_and_longer_gives_nothing() -> None:
+    h = FixHistory(max_extrapolate_s=2.0)
+    h.extend(driving_north(seconds=5))
+    tag = h.position_at(T0 + timedelta(seconds=5.0))  # one second past the last fix
+    assert tag is not None and tag.extrapolated and tag.accuracy_m > 3.0
+    want = destination(START[0], START[1], 0.0, 14.0 * 5)
+    assert haversine_m(tag.lat, tag.lon, *want) < 1.0
+    assert h.position_at(T0 + timedelta(seconds=9)) is None
+
+
+def test_a_gap_in_the_track_is_not_bridged() -> None:
+    h = FixHistory(max_gap_s=5.0)
+    fixes = driving_north(seconds=30)
+    h.extend(fixes[:10] + fixes[20:])  # ten seconds in a tunnel
+    assert h.position_at(T0 + timedelta(seconds=15)) is None
+    assert h.position_at(T0 + timedelta(seconds=22.5)) is not None
+
+
+def test_no_fix_fixes_are_ignored() -> None:
+    h = FixHistory()
+    h.add(Fix(T0, None, None, 1))
+    assert len(h) == 0 and h.position_at(T0) is None
+
+
+def test_clock_offset_against_gps() -> None:
+    c = ClockCheck()
+    sys_now = datetime(2000, 1, 1, tzinfo=UTC)  # a Pi that booted without a clock
+    for k in range(5):
+        c.observe(T0 + timedelta(seconds=k), sys_now + timedelta(seconds=k))
+    assert c.offset_s == pytest.approx((T0 - sys_now).total_seconds())
+    assert c.trusted_utc(sys_now + timedelta(seconds=10)) == T0 + timedelta(seconds=10)
+
+
+def test_gpsd_reader_follows_a_real_receiver_through_gpsd(caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    caplog.set_level(logging.INFO)
+    fake = Gpsfake(NMEA_DIR / "bundg_zeus_9.log").start()
+    h = FixHistory(max_age_s=1e9)
+    reader = GpsdReader("127.0.0.1", fake.port, h, timeout_s=3)
+    reader.start()
+    try:
+        wait_until(lambda: len(h) >= 20, 30, "fixes through gpsd")
+    finally:
+        reader.close()
+        fake.stop()
+    last = h.last()
+    assert last is not None and 52.8 < last.lat < 52.9 and 5.2 < last.lon < 5.4  # IJsselmeer
+    # the log is from 2018: the system clock looks wrong by years against it
+    assert reader.clock.offset_s is not None and reader.clock.offset_s < -3e7
+    assert "system clock is off" in caplog.text and "GPS fix acquired" in caplog.text
+
+
+def test_gpsd_restart_is_survived(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    fake = Gpsfake(NMEA_DIR / "bundg_zeus_9.log", loop=True).start()
+    h = FixHistory(max_age_s=1e9)
+    reader = GpsdReader("127.0.0.1", fake.port, h, timeout_s=2, reconnect_min_s=0.2,
+                        reconnect_max_s=0.5)
+    reader.start()
+    try:
+        wait_until(lambda: reader.stats.fixes >= 5, 30, "first fixes")
+        fake.stop()
+        wait_until(lambda: not reader.stats.connected, 10, "loss of gpsd noticed")
+        assert reader.stats.fix_lost_since is not None  # reported as fix loss
+        before = reader.stats.fixes
+        fake.start()
+        wait_until(lambda: reader.stats.fixes > before + 5, 40, "fixes after the restart")
+    finally:
+        reader.close()
+        fake.stop()
+    assert reader.stats.reconnects >= 1
+    assert "lost gpsd" in caplog.text and "GPS fix regained" in caplog.text
+
+
+def test_a_receiver_without_fix_gives_no_position() -> None:
+    fake = Gpsfake(NMEA_DIR / "bu303-nofix.log", cycle_s=0.05).start()
+    h = FixHistory()
+    reader = GpsdReader("127.0.0.1", fake.port, h, timeout_s=2)
+    done = threading.Event()
+    reader.start()
+    try:
+        wait_until(lambda: reader.stats.reports >= 3, 30, "TPV reports")
+        time.sleep(0.5)
+        done.set()
+    finally:
+        reader.close()
+        fake.stop()
+    assert reader.stats.fixes == 0 and len(h) == 0
