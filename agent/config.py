@@ -73,6 +73,14 @@ class CameraConfig(Section):
     width: Annotated[int, Field(ge=64, le=4096)] = 1280
     height: Annotated[int, Field(ge=64, le=4096)] = 720
     fps: Annotated[float, Field(gt=0, le=120)] = 10.0
+    # How the camera sits on the vehicle: turns a box into a place on the ground.
+    hfov_deg: Annotated[float, Field(gt=10, lt=170)] = 70.0
+    """Horizontal field of view of the lens."""
+    mount_height_m: Annotated[float, Field(gt=0.2, le=5)] = 1.5
+    tilt_deg: Annotated[float, Field(ge=-10, le=45)] = 4.0
+    """Downward tilt of the optical axis."""
+    heading_offset_deg: Annotated[float, Field(ge=-180, le=180)] = 0.0
+    """Where the camera looks relative to the vehicle's heading (90 = right side)."""
 
 
 class GpsConfig(Section):
@@ -114,6 +122,16 @@ class EventsConfig(Section):
     jpeg_quality: Annotated[int, Field(ge=10, le=100)] = 85
     redact: bool = True
     """Blur faces and licence plates before an image is stored. Off only by config."""
+    min_frames: Annotated[int, Field(ge=1)] = 3
+    """A track seen in fewer frames is noise, not a finding."""
+    min_score: Annotated[float, Field(ge=0, le=1)] = 0.5
+    """A track's best detection score must reach this."""
+    dedup_distance_m: Annotated[float, Field(ge=0)] = 15.0
+    dedup_window_h: Annotated[float, Field(ge=0)] = 12.0
+    """The same class within dedup_distance_m of a finding made in the last
+    dedup_window_h hours is the same object seen again (a second lap, a red light)."""
+    max_range_m: Annotated[float, Field(gt=0)] = 60.0
+    """Objects placed further than this from the vehicle fall back to the vehicle's position."""
 
 
 class StoreConfig(Section):

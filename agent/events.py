@@ -1,0 +1,212 @@
+"""Tracks → events: one finding per real object, with its best picture and its place.
+
+While a track is alive, every new observation is scored as a picture (detector
+score, sharpness, size, not cut by the frame edge) and the best frame is kept
+(one frame per track, not all of them). When the track ends it becomes an
+event if it was seen often and confidently enough:
+
+* its class is the track's majority vote;
+* its place is the *object's*: for each observation, the vehicle's position
+  and heading at that frame's capture time (interpolated GPS) and the camera's
+  mounting turn the box's bearing and ground contact into a point on the
+  ground; the median of those points is the position, their spread and the
+  GPS error its accuracy. When the ground contact cannot be seen (box cut by
+  the bottom edge, too far) the vehicle's position is used, flagged;
+* the same class found within ``dedup_distance_m`` of an earlier finding in
+  the last ``dedup_window_h`` hours is the same object seen again, not a new
+  event (a second lap, a stop at a red light);
+* its image is the best frame with faces and licence plates blurred: it is
+  redacted here, before the store ever sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import cv2
+import numpy as np
+
+from agent.config import CameraConfig, EventsConfig
+from agent.geo import LocalFrame, destination, haversine_m
+from agent.gps import GeoTag
+from agent.privacy import Redactor
+from agent.records import Detection, Event, Frame, Position
+from agent.tracker import Track
+
+log = logging.getLogger("events")
+
+Positions = Callable[[datetime], GeoTag | None]
+
+
+@dataclass(frozen=True, slots=True)
+class BestShot:
+    quality: float
+    frame: Frame
+    detection: Detection
+
+
+def shot_quality(image: np.ndarray, det: Detection) -> float:
+    """How good a picture of the object this frame is (higher is better)."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = det.bbox
+    xa, ya = max(0, int(x1 * w)), max(0, int(y1 * h))
+    xb, yb = min(w, int(x2 * w) + 1), min(h, int(y2 * h) + 1)
+    if xb - xa < 3 or yb - ya < 3:
+        return 0.0
+    crop = cv2.cvtColor(image[ya:yb, xa:xb], cv2.COLOR_BGR2GRAY)
+    sharp = min(1.0, float(cv2.Laplacian(crop, cv2.CV_64F).var()) / 300.0)
+    size = min(1.0, math.sqrt((x2 - x1) * (y2 - y1)) / 0.25)
+    edge = 0.3 if (x1 < 0.005 or y1 < 0.005 or x2 > 0.995 or y2 > 0.995) else 1.0
+    return det.score * (0.3 + 0.7 * sharp) * (0.2 + 0.8 * size) * edge
+
+
+def ground_point(bbox: tuple[float, float, float, float], aspect: float, cam: CameraConfig
+                 ) -> tuple[float, float] | None:
+    """Where the bottom centre of a box meets the ground, in metres (right, ahead) of
+    the camera; None when that ray does not reach the ground (above the horizon)."""
+    u = (bbox[0] + bbox[2]) / 2 - 0.5  # fraction of the width from the centre
+    v = (bbox[3] - 0.5) * aspect  # same units (widths) below the centre
+    f = 0.5 / math.tan(math.radians(cam.hfov_deg) / 2)
+    tilt = math.radians(cam.tilt_deg)
+    # The ray in camera coordinates (x right, y down, z forward), into the vehicle frame.
+    x, y, z = u, v, f
+    fwd = z * math.cos(tilt) - y * math.sin(tilt)
+    down = z * math.sin(tilt) + y * math.cos(tilt)
+    if down <= 1e-6:
+        return None
+    k = cam.mount_height_m / down
+    right, ahead = x * k, fwd * k
+    yaw = math.radians(cam.heading_offset_deg)
+    return (right * math.cos(yaw) + ahead * math.sin(yaw),
+            -right * math.sin(yaw) + ahead * math.cos(yaw))
+
+
+class EventBuilder:
+    """Keeps the best shot of live tracks and turns ended tracks into events."""
+
+    def __init__(self, cfg: EventsConfig, camera: CameraConfig, positions: Positions,
+                 redactor: Redactor | None, model: str = "", config_version: int = 0,
+                 trusted_utc: Callable[[datetime], datetime] | None = None) -> None:
+        if cfg.redact and redactor is None:
+            raise ValueError("events.redact is on but no redactor was given")
+        self.cfg = cfg
+        self.camera = camera
+        self.positions = positions
+        self.redactor = redactor if cfg.redact else None
+        self.model = model
+        self.config_version = config_version
+        self.trusted_utc = trusted_utc or (lambda t: t)
+        self._recent: list[tuple[str, float, float, datetime]] = []
+        self.suppressed = 0
+        self.dropped = 0
+
+    def observe(self, frame: Frame, updated: list[Track]) -> None:
+        for tr in updated:
+            obs = tr.last
+            if obs.index != frame.index:
+                continue
+            q = shot_quality(frame.image, obs.detection)
+            if tr.best is None or q > tr.best.quality:
+                tr.best = BestShot(q, frame, obs.detection)
+
+    def finish(self, tracks: list[Track]) -> list[Event]:
+        out = []
+        for tr in tracks:
+            ev = self._event(tr)
+            if ev is not None:
+                out.append(ev)
+        return out
+
+    # --- one track ----------------------------------------------------------
+
+    def _event(self, tr: Track) -> Event | None:
+        best: BestShot | None = tr.best
+        top = max(o.detection.score for o in tr.observations)
+        if tr.frames < self.cfg.min_frames or top < self.cfg.min_score or best is None:
+            self.dropped += 1
+            return None
+        label = tr.label
+        h, w = best.frame.image.shape[:2]
+        position, where = self._position(tr, h / w)
+        when = self.trusted_utc(best.frame.captured_utc)
+        if self._seen_before(label, position, when):
+            self.suppressed += 1
+            log.debug("track %d: %s already reported near here", tr.id, label)
+            return None
+        image = best.frame.image
+        redaction: dict[str, object] = {"ran": False}
+        if self.redactor is not None:
+            image, rep = self.redactor.redact(image)
+            redaction = rep.as_dict()
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
+        if not ok:
+            log.error("track %d: could not encode its picture; finding dropped", tr.id)
+            return None
+        first, last = tr.observations[0], tr.observations[-1]
+        attrs: dict[str, object] = {
+            "frames": tr.frames,
+            "first_seen": first.captured_utc.isoformat(),
+            "duration_s": round(last.captured_mono - first.captured_mono, 2),
+            "frame_index": best.frame.index,
+            "position_method": where,
+            "redaction": redaction,
+        }
+        return Event(label=label, score=float(best.detection.score), bbox=best.detection.bbox,
+                     captured_utc=when, captured_mono=best.frame.captured_mono,
+                     image_jpeg=jpeg.tobytes(), position=position, model=self.model,
+                     config_version=self.config_version, attributes=attrs)
+
+    def _position(self, tr: Track, aspect: float) -> tuple[Position | None, str]:
+        points: list[tuple[float, float]] = []
+        vehicle: list[GeoTag] = []
+        for o in tr.observations:
+            tag = self.positions(self.trusted_utc(o.captured_utc))
+            if tag is None:
+                continue
+            vehicle.append(tag)
+            if tag.heading_deg is None or o.detection.bbox[3] > 0.99:
+                continue  # no heading, or the object's foot is below the frame
+            gp = ground_point(o.detection.bbox, aspect, self.camera)
+            if gp is None:
+                continue
+            right, ahead = gp
+            dist = math.hypot(right, ahead)
+            if dist > self.cfg.max_range_m:
+                continue
+            brg = tag.heading_deg + math.degrees(math.atan2(right, ahead))
+            points.append(destination(tag.lat, tag.lon, brg, dist))
+        if points:
+            # Nearer views place an object better; the median shrugs off outliers.
+            lat = statistics.median(p[0] for p in points)
+            lon = statistics.median(p[1] for p in points)
+            frame = LocalFrame(lat, lon)
+            spread = statistics.median(math.hypot(*frame.to_en(*p)) for p in points)
+            gps = statistics.median(t.accuracy_m for t in vehicle)
+            return Position(lat, lon, round(math.hypot(gps, spread) + 1.0, 1), "object"), "object"
+        if vehicle:
+            t = vehicle[len(vehicle) // 2]
+            # Within camera range of the vehicle, but where exactly is unknown.
+            return Position(t.lat, t.lon, round(t.accuracy_m + 10.0, 1), "vehicle"), "vehicle"
+        return None, "no-fix"
+
+    def _seen_before(self, label: str, pos: Position | None, when: datetime) -> bool:
+        window = timedelta(hours=self.cfg.dedup_window_h)
+        self._recent = [r for r in self._recent if when - r[3] <= window]
+        if pos is not None:
+            for lbl, lat, lon, _ in self._recent:
+                if lbl == label and not math.isnan(lat) and \
+                        haversine_m(lat, lon, pos.lat, pos.lon) <= self.cfg.dedup_distance_m:
+                    return True
+            self._recent.append((label, pos.lat, pos.lon, when))
+            return False
+        # No position: only a repeat within seconds can be told apart (a flicker).
+        for lbl, lat, _, t in self._recent:
+            if lbl == label and math.isnan(lat) and (when - t) <= timedelta(seconds=10):
+                return True
+        self._recent.append((label, math.nan, math.nan, when))
+        return False
