@@ -67,6 +67,8 @@ class DeviceConfig(Section):
 
 
 class CameraConfig(Section):
+    enabled: bool = True
+    """Off: a unit that only delivers what is in its store (e.g. a bench unit)."""
     kind: Literal["opencv", "picamera2"] = "opencv"
     source: str = "0"
     """OpenCV: a device index, an RTSP/HTTP URL, a video file or a folder of images."""

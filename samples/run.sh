@@ -37,6 +37,10 @@ sleep 0.3
 cat > "$work/agent.toml" <<TOML
 [device]
 id = "sample-van"
+[camera]
+enabled = false   # this run only delivers the stored sample findings
+[gps]
+enabled = false
 [store]
 path = "$work/outbox.db"
 [mqtt]

@@ -274,7 +274,10 @@ def make_event(i: int = 0, label: str = "garbage") -> Event:
 
 def write_config(path: Path, port: int | None, db: Path, extra: str = "",
                  mqtt_extra: str = "", device: str = "unit-1", store_extra: str = "") -> Path:
-    text = f'version = 3\n[device]\nid = "{device}"\n[store]\npath = "{db}"\n{store_extra}\n'
+    # No camera and no gpsd: these tests are about the store and the uplink, and
+    # must never reach the machine's own gpsd port.
+    text = (f'version = 3\n[device]\nid = "{device}"\n[camera]\nenabled = false\n'
+            f'[gps]\nenabled = false\n[store]\npath = "{db}"\n{store_extra}\n')
     if port is not None:
         text += (f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nreconnect_min_s = 0.2\n'
                  f'reconnect_max_s = 1.0\nkeepalive_s = 5\n{mqtt_extra}\n')
