@@ -20,6 +20,8 @@ setup(
         "opencv-python-headless>=4.9,<5",
         "pydantic>=2.7,<3",
         "paho-mqtt>=2.1,<3",
+        # NMEA 0183 parsing: receiver logs, routes and simulated drives' tracks.
+        "pynmea2>=1.19,<2",
         "sqlite-utils>=4.2,<5",
         "uuid6>=2024.7.10",
     ],

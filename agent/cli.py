@@ -108,6 +108,102 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- replay and evaluate --------------------------------------------------------
+
+def _replay_config(args: argparse.Namespace) -> Config:
+    from agent.config import parse_config
+
+    data: dict = {}
+    if args.config:
+        cfg = load_config(args.config)
+        data = cfg.model_dump(mode="json")
+        if cfg.mqtt and cfg.mqtt.password:
+            data["mqtt"]["password"] = cfg.mqtt.password.get_secret_value()
+    if args.db:
+        data.setdefault("store", {})["path"] = args.db
+    elif not args.config:
+        data.setdefault("store", {})["path"] = "replay.db"
+    if args.broker:
+        host, _, port = args.broker.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError("--broker", [f"--broker = {args.broker!r}: expected HOST:PORT"])
+        mq = data.get("mqtt") or {}
+        mq.update({"host": host, "port": int(port)})
+        data["mqtt"] = mq
+    return parse_config(data, source=args.config or "replay options")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from agent.detector import DetectorError
+    from agent.pipeline import replay
+    from agent.sources import SourceError
+
+    cfg = _replay_config(args)
+    setup_logging(cfg.logging.level if not args.quiet else "WARNING")
+    start = None
+    if args.start:
+        try:
+            start = datetime.fromisoformat(args.start.replace("Z", "+00:00"))
+        except ValueError:
+            return _fail(f"--start {args.start!r}: not an ISO 8601 time", 2)
+    for p in (args.video, args.nmea):
+        if not Path(p).is_file():
+            return _fail(f"{p}: no such file", 2)
+    try:
+        s = replay(cfg, Path(args.video), Path(args.nmea), speed=args.speed, start_utc=start,
+                   store_path=cfg.store.path)
+    except (DetectorError, SourceError, StoreError, UplinkError, ValueError,
+            RuntimeError) as e:
+        return _fail(str(e))
+    print(f"replayed {s.frames} frames ({s.seconds:.0f} s of driving) in {s.wall_s:.1f} s; "
+          f"GPS {s.gps_mode}: {s.fixes} fixes, {s.frames_without_fix} frames without a "
+          f"usable fix")
+    print(f"{s.detections} detections -> {s.events} findings stored in {cfg.store.path} "
+          f"({s.suppressed} repeats suppressed, {s.dropped_tracks} short tracks ignored, "
+          f"{s.broken_frames} broken frames)")
+    if s.delivered is not None:
+        print(f"{s.delivered} findings delivered to {cfg.mqtt.host}:{cfg.mqtt.effective_port}"
+              if cfg.mqtt else "")
+    for n in s.notes:
+        print(n)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from agent.evaluate import load_truth, score
+
+    try:
+        truth = load_truth(Path(args.truth))
+    except ValueError as e:
+        return _fail(str(e), 2)
+    if not Path(args.db).exists():
+        return _fail(f"no store at {args.db}", 2)
+    with Store(args.db) as store:
+        evs = [(s.event.label, s.event.position.lat if s.event.position else None,
+                s.event.position.lon if s.event.position else None)
+               for s in store.iter_events()]
+    sc = score(truth, evs, match_radius_m=args.radius)
+    if args.json:
+        out = sc.as_json()
+        print(json.dumps({k: out[k] for k in ("recall", "precision", "events_per_object",
+                                               "position_error_m_p50",
+                                               "position_error_m_p95")}
+                         | {"objects": sc.objects, "events": sc.events, "missed": sc.missed}))
+        return 0
+    print(f"objects {sc.objects}, findings {sc.events}, matched {sc.matched} "
+          f"(within {args.radius:.0f} m, same class)")
+    print(f"recall {sc.recall:.3f}  precision {sc.precision:.3f}  "
+          f"events per object {sc.events_per_object:.2f}")
+    if sc.position_error_m_p50 is not None:
+        print(f"position error: median {sc.position_error_m_p50:.1f} m, "
+              f"95th percentile {sc.position_error_m_p95:.1f} m")
+    if sc.missed:
+        print("missed: " + ", ".join(sc.missed))
+    return 0
+
+
 # --- check-config -------------------------------------------------------------
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -244,6 +340,30 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--all-classes", action="store_true",
                    help="show every class, not only detector.allow")
     d.set_defaults(func=cmd_detect)
+
+    rp = sub.add_parser("replay", help="run the whole pipeline on a recorded drive")
+    rp.add_argument("--video", required=True, help="the drive's video file")
+    rp.add_argument("--nmea", required=True, help="the receiver's NMEA log of the drive")
+    rp.add_argument("--config", help="TOML config (default: built-in defaults)")
+    rp.add_argument("--speed", choices=["1", "max"], default="max",
+                    help="1: real time, GPS through gpsd/gpsfake; max: as fast as possible")
+    rp.add_argument("--db", help="outbox to write (default: store.path, or ./replay.db)")
+    rp.add_argument("--broker", help="HOST:PORT of an MQTT broker to deliver to")
+    rp.add_argument("--start", help="UTC time of the first video frame (default: the log's "
+                    "first time)")
+    rp.add_argument("--quiet", action="store_true", help="only warnings in the log")
+    rp.set_defaults(func=cmd_replay)
+
+    ev = sub.add_parser("evaluate", help="score stored findings against a drive's ground truth")
+    ev.add_argument("--truth", required=True, help="truth.json of a generated drive")
+    ev.add_argument("--db", required=True, help="the outbox the replay wrote")
+    ev.add_argument("--radius", type=float, default=15.0, help="match radius in metres")
+    ev.add_argument("--json", action="store_true", help="one JSON object")
+    ev.set_defaults(func=cmd_evaluate)
+
+    from agent.simulate.drive import add_parser as add_simulate_drive
+
+    add_simulate_drive(sub)
 
     c = sub.add_parser("check-config", help="validate a config and print it, secrets masked")
     c.add_argument("file")

@@ -392,13 +392,13 @@ class Detector:
         if self._ssd_order is None and order is not None:
             self._ssd_order = order
         cls_i, sc_i = order or (pair[0], pair[1])
-        classes = (a if cls_i == pair[0] else b).astype(np.int64)
-        scores = b if sc_i == pair[1] else a
         n = int(self._output(ci_).reshape(-1)[0])
-        n = max(0, min(n, len(scores)))
+        n = max(0, min(n, len(a)))
+        # Rows past the count are undefined (may be NaN): cut before casting.
+        classes = (a if cls_i == pair[0] else b)[:n].astype(np.int64)
+        scores = (b if sc_i == pair[1] else a)[:n]
         yxyx = self._output(bi)[0][:n].astype(np.float64)
         boxes = yxyx[:, [1, 0, 3, 2]]
-        scores, classes = scores[:n], classes[:n]
         m = scores >= floor
         return boxes[m], scores[m], classes[m]
 

@@ -321,11 +321,11 @@ class _Gpsfake:
 def replay(cfg: Config, video: Path, nmea: Path, speed: str = "max",
            start_utc: datetime | None = None, store_path: Path | None = None) -> ReplaySummary:
     """Run camera → detector → tracker → events → store (→ uplink) on a recorded drive."""
-    from agent.nmea import read_nmea
+    from agent.nmea import read_nmea_stats
 
     t_wall = time.monotonic()
     summary = ReplaySummary()
-    fixes, nstats = read_nmea(nmea)
+    fixes, nstats = read_nmea_stats(nmea)
     summary.fixes = sum(f.usable for f in fixes)
     if nstats.bad:
         summary.notes.append(f"{nstats.bad} unreadable NMEA lines skipped")
