@@ -159,6 +159,13 @@ def test_missing_truncated_and_non_detector_models_fail_clearly(tmp_path: Path) 
         Detector(junk)
 
 
+def test_a_classifier_is_refused_as_not_a_detector(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"c{i}" for i in range(10)))
+    with pytest.raises(DetectorError, match=r"match no known detector layout.*is it a detector"):
+        Detector(TEST_MODELS / "classifier_int8.tflite", labels)
+
+
 def test_named_layout_must_match_the_model() -> None:
     with pytest.raises(DetectorError, match="do not have that layout"):
         Detector(DEFAULT_MODEL, layout="yolov8")
