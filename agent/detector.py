@@ -387,16 +387,15 @@ class Detector:
         bi = next(i for i, s in enumerate(shapes) if len(s) == 3 and s[2] == 4)
         ci_ = next(i for i, s in enumerate(shapes) if len(s) == 1 or int(np.prod(s)) == 1)
         pair = [i for i, s in enumerate(shapes) if len(s) == 2]
-        a, b = self._output(pair[0])[0], self._output(pair[1])[0]
-        order = self._ssd_order or _tell_classes_from_scores(self._outs, pair, a, b)
-        if self._ssd_order is None and order is not None:
-            self._ssd_order = order
-        cls_i, sc_i = order or (pair[0], pair[1])
         n = int(self._output(ci_).reshape(-1)[0])
-        n = max(0, min(n, len(a)))
-        # Rows past the count are undefined (may be NaN): cut before casting.
-        classes = (a if cls_i == pair[0] else b)[:n].astype(np.int64)
-        scores = (b if sc_i == pair[1] else a)[:n]
+        n = max(0, min(n, int(shapes[pair[0]][1])))
+        # Rows past the count are uninitialised memory: cut before looking or casting.
+        a, b = self._output(pair[0])[0][:n], self._output(pair[1])[0][:n]
+        if self._ssd_order is None and n > 0:
+            self._ssd_order = _tell_classes_from_scores(self._outs, pair, a, b)
+        cls_i, sc_i = self._ssd_order or (pair[0], pair[1])
+        classes = (a if cls_i == pair[0] else b).astype(np.int64)
+        scores = b if sc_i == pair[1] else a
         yxyx = self._output(bi)[0][:n].astype(np.float64)
         boxes = yxyx[:, [1, 0, 3, 2]]
         m = scores >= floor

@@ -72,10 +72,9 @@ def test_decode_grid_places_a_cell_prediction() -> None:
 
 # --- real int8 models ---------------------------------------------------------------
 
-def shapes_scene(size: int = 320) -> tuple[np.ndarray, dict[str, tuple[float, ...]]]:
+def shapes_scene(w: int = 320, h: int = 180) -> tuple[np.ndarray, dict[str, tuple[float, ...]]]:
     """A noisy frame with one square and one disc at known places (as fractions)."""
     rng = np.random.default_rng(5)
-    h, w = size * 9 // 16, size
     img = rng.integers(60, 120, (h, w, 3), dtype=np.uint8)
     s = w // 6
     x0, y0 = w // 8, h // 4
@@ -88,13 +87,15 @@ def shapes_scene(size: int = 320) -> tuple[np.ndarray, dict[str, tuple[float, ..
     }
 
 
+@pytest.mark.parametrize("frame_size", [(320, 180), (320, 240)], ids=["16x9", "4x3"])
 @pytest.mark.parametrize("name,layout", [("ssd_postprocess", "ssd_postprocess"),
                                          ("yolov5", "yolov5"), ("yolov8", "yolov8")])
-def test_foreign_layouts_decode_to_the_drawn_shapes(name: str, layout: str) -> None:
+def test_foreign_layouts_decode_to_the_drawn_shapes(name: str, layout: str,
+                                                    frame_size: tuple[int, int]) -> None:
     det = Detector(TEST_MODELS / f"{name}_int8.tflite", TEST_MODELS / f"{name}.labels.txt",
                    threads=2, score_threshold=0.3, allow=None)
     assert det.layout == layout  # found from the model's outputs alone
-    img, truth = shapes_scene()
+    img, truth = shapes_scene(*frame_size)
     found = det.detect(img)
     for label, box in truth.items():
         best = max((iou(d.bbox, box) for d in found if d.label == label), default=0.0)

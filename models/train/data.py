@@ -1,0 +1,140 @@
+"""Training and evaluation data for the default civil-complaint model.
+
+Two sources, same output (RGB uint8 images letterboxed into the square model input, boxes as
+(class id, x1, y1, x2, y2) in input pixels):
+
+* synthetic road-side scenes from ``agent.simulate.scene.render_training_scene``. Seed
+  streams never overlap with the sample drives (which use ``SeedSequence([seed, 1])``):
+  training scenes come from ``SeedSequence([train_seed, 2])`` and held-out evaluation scenes
+  from ``SeedSequence([eval_seed, 3])``. Each scene gets its own child seed (``spawn``), so
+  the set is the same whatever the number of worker processes.
+* a YOLO-format data set of real labelled photos (``--data DIR``): ``images/*.jpg`` (or
+  .png) and ``labels/<same stem>.txt`` with lines ``class cx cy w h`` normalised to the
+  photo, classes in :data:`CLASSES` order. Photos are letterboxed exactly as the agent does
+  at run time (``agent.detector.letterbox``: aspect kept, grey 114 bars).
+
+Rendered scenes are cached as .npz under /tmp (never in the repository).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from agent.detector import letterbox
+
+CLASSES = ["garbage", "banner", "construction", "bin", "sign"]
+"""Model class order. bin (legal public trash bin) and sign (legal road sign) are distractor
+classes: learning them keeps the model from calling them garbage / banner; the agent only
+reports the first three."""
+TRAIN_STREAM = 2
+EVAL_STREAM = 3
+SCENE_SIZE = 320
+CACHE = Path(os.environ.get("PATROL_SCENE_CACHE", "/tmp/patrol_scenes"))
+
+Box = tuple[int, float, float, float, float]
+
+
+def _render(args: tuple[np.random.SeedSequence, int]) -> tuple[np.ndarray, list[Box]]:
+    """One scene, BGR at SCENE_SIZE, boxes in its pixels (run in a worker process)."""
+    try:
+        from agent.simulate.scene import CLASSES as SIM_CLASSES
+        from agent.simulate.scene import render_training_scene
+    except ImportError:
+        from agent.simulate import CLASSES as SIM_CLASSES
+        from agent.simulate import render_training_scene
+    seq, size = args
+    img, boxes = render_training_scene(np.random.default_rng(seq), width=size, height=size)
+    out: list[Box] = []
+    for name, x1, y1, x2, y2 in boxes:
+        if name not in CLASSES:
+            raise ValueError(f"scene class {name!r} is not one of {CLASSES} ({SIM_CLASSES})")
+        out.append((CLASSES.index(name), float(x1), float(y1), float(x2), float(y2)))
+    return np.ascontiguousarray(img, dtype=np.uint8), out
+
+
+def synthetic_scenes(seed: int, stream: int, count: int,
+                     workers: int = 2) -> tuple[np.ndarray, list[list[Box]]]:
+    """``count`` scenes (BGR, SCENE_SIZE square) from ``SeedSequence([seed, stream])``."""
+    key = hashlib.sha1(_scene_code_fingerprint().encode()).hexdigest()[:10]
+    path = CACHE / f"scenes_{seed}_{stream}_{count}_{SCENE_SIZE}_{key}.npz"
+    if path.is_file():
+        z = np.load(path, allow_pickle=True)
+        return z["images"], [list(map(tuple, b)) for b in z["boxes"]]
+    seqs = np.random.SeedSequence([seed, stream]).spawn(count)
+    jobs = [(s, SCENE_SIZE) for s in seqs]
+    if workers > 1:
+        with mp.get_context("fork").Pool(workers) as pool:
+            res = pool.map(_render, jobs, chunksize=16)
+    else:
+        res = [_render(j) for j in jobs]
+    images = np.stack([r[0] for r in res])
+    boxes = [r[1] for r in res]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, images=images, boxes=np.array(boxes, dtype=object))
+    tmp.replace(path)
+    return images, boxes
+
+
+def _scene_code_fingerprint() -> str:
+    """The scene generator's source, so that a changed generator invalidates the cache."""
+    try:
+        import agent.simulate.scene as scene
+        return Path(scene.__file__).read_text(encoding="utf-8")
+    except (ImportError, OSError):
+        return ""
+
+
+def to_model_input(images_bgr: np.ndarray, boxes: list[list[Box]],
+                   size: int) -> tuple[np.ndarray, list[list[Box]]]:
+    """Letterbox BGR images into the RGB ``size`` square input; boxes follow."""
+    out = np.empty((len(images_bgr), size, size, 3), np.uint8)
+    new_boxes: list[list[Box]] = []
+    for i, (img, bx) in enumerate(zip(images_bgr, boxes, strict=True)):
+        rgb, lb = letterbox(img, size, size)
+        out[i] = rgb
+        new_boxes.append([(c, x1 * lb.scale + lb.pad_x, y1 * lb.scale + lb.pad_y,
+                           x2 * lb.scale + lb.pad_x, y2 * lb.scale + lb.pad_y)
+                          for c, x1, y1, x2, y2 in bx])
+    return out, new_boxes
+
+
+def yolo_dataset(root: Path, size: int) -> tuple[np.ndarray, list[list[Box]]]:
+    """Real photos in YOLO format, letterboxed into the ``size`` square like at run time."""
+    img_dir, lab_dir = root / "images", root / "labels"
+    files = sorted(p for p in img_dir.iterdir()
+                   if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+    if not files:
+        raise SystemExit(f"{img_dir}: no images")
+    images, all_boxes = [], []
+    for f in files:
+        bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if bgr is None:
+            print(f"skipping unreadable {f}")
+            continue
+        h, w = bgr.shape[:2]
+        rgb, lb = letterbox(bgr, size, size)
+        boxes: list[Box] = []
+        lab = lab_dir / (f.stem + ".txt")
+        if lab.is_file():
+            for line in lab.read_text(encoding="utf-8").splitlines():
+                parts = line.split()
+                if len(parts) != 5:
+                    continue
+                c = int(parts[0])
+                if not 0 <= c < len(CLASSES):
+                    raise SystemExit(f"{lab}: class {c} outside 0..{len(CLASSES) - 1}")
+                cx, cy, bw, bh = (float(v) for v in parts[1:])
+                x1, x2 = (cx - bw / 2) * w, (cx + bw / 2) * w
+                y1, y2 = (cy - bh / 2) * h, (cy + bh / 2) * h
+                boxes.append((c, x1 * lb.scale + lb.pad_x, y1 * lb.scale + lb.pad_y,
+                              x2 * lb.scale + lb.pad_x, y2 * lb.scale + lb.pad_y))
+        images.append(rgb)
+        all_boxes.append(boxes)
+    return np.stack(images), all_boxes
