@@ -50,36 +50,52 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
 
 def average_precision(preds: Sequence[list[tuple[int, float, np.ndarray]]],
                       truths: Sequence[list[tuple[int, np.ndarray]]], num_classes: int,
-                      iou_thr: float = 0.5) -> list[float | None]:
-    """Per-class AP@iou_thr; ``None`` for a class with no ground truth."""
+                      iou_thr: float = 0.5, min_h: float = 0.0) -> list[float | None]:
+    """Per-class AP@iou_thr; ``None`` for a class with no ground truth.
+
+    ``min_h`` > 0 (a fraction of the image height) restricts the evaluation to objects at
+    least that tall, COCO area-range style: smaller ground truth is "ignore" (a detection
+    matching it counts neither way), and so are unmatched detections smaller than ``min_h``.
+    """
     aps: list[float | None] = []
     for c in range(num_classes):
         gt = {i: np.array([b for k, b in t if k == c]).reshape(-1, 4)
               for i, t in enumerate(truths)}
+        big = {i: (g[:, 3] - g[:, 1]) >= min_h for i, g in gt.items()}
         used = {i: np.zeros(len(g), bool) for i, g in gt.items()}
-        n_gt = sum(len(g) for g in gt.values())
+        n_gt = sum(int(b.sum()) for b in big.values())
         dets = [(s, i, b) for i, p in enumerate(preds) for k, s, b in p if k == c]
         dets.sort(key=lambda d: -d[0])
         tp = np.zeros(len(dets))
+        skip = np.zeros(len(dets), bool)
         for j, (_s, i, b) in enumerate(dets):
             g = gt[i]
+            matched = False
             if len(g):
                 ov = _iou(b, g)
-                m = int(np.argmax(ov))
-                if ov[m] >= iou_thr and not used[i][m]:
+                free = (ov >= iou_thr) & big[i] & ~used[i]
+                if free.any():  # COCO style: a free box of the evaluated range first
+                    m = int(np.argmax(np.where(free, ov, -1.0)))
                     used[i][m] = True
                     tp[j] = 1
+                    matched = True
+                elif ((ov >= iou_thr) & ~big[i]).any():
+                    skip[j] = matched = True
+            if not matched and (b[3] - b[1]) < min_h:
+                skip[j] = True
         if n_gt == 0:
             aps.append(None)
             continue
+        tp = tp[~skip]
         ctp, cfp = np.cumsum(tp), np.cumsum(1 - tp)
         aps.append(voc_ap(ctp / n_gt, ctp / np.maximum(ctp + cfp, 1e-12)))
     return aps
 
 
 def evaluate(model: Path, images_bgr: np.ndarray, boxes: Sequence[list[data.Box]],
-             score_threshold: float = 0.05) -> dict[str, object]:
-    """Per-class AP@0.5 and mAP of ``model`` on BGR scenes with pixel boxes."""
+             score_threshold: float = 0.05, min_px: float = 16.0) -> dict[str, object]:
+    """Per-class AP@0.5 and mAP of ``model`` on BGR scenes with pixel boxes; the same again
+    (``*_big``) for objects at least ``min_px`` tall in the model input."""
     det = Detector(model, threads=2, score_threshold=score_threshold, max_detections=100)
     labels = det.labels
     preds, truths = [], []
@@ -93,9 +109,20 @@ def evaluate(model: Path, images_bgr: np.ndarray, boxes: Sequence[list[data.Box]
     counts = {lab: sum(1 for t in truths for k, _ in t if k == i) for i, lab in enumerate(labels)}
     valid = [a for a in aps if a is not None]
     rep = [per_class[c] for c in REPORTED if per_class.get(c) is not None]
+    # scenes are square; the model input is det.in_h tall, so min_px / in_h of the height
+    min_h = min_px / det.in_h
+    aps_b = average_precision(preds, truths, len(labels), min_h=min_h)
+    big = {lab: ap for lab, ap in zip(labels, aps_b, strict=True)}
+    counts_b = {lab: sum(1 for t in truths for k, b in t if k == i and b[3] - b[1] >= min_h)
+                for i, lab in enumerate(labels)}
+    valid_b = [a for a in aps_b if a is not None]
+    rep_b = [big[c] for c in REPORTED if big.get(c) is not None]
     return {"n_scenes": len(images_bgr), "ap50": per_class, "instances": counts,
             "map50_all": float(np.mean(valid)) if valid else 0.0,
-            "map50_reported": float(np.mean(rep)) if rep else 0.0}
+            "map50_reported": float(np.mean(rep)) if rep else 0.0,
+            "min_px": min_px, "ap50_big": big, "instances_big": counts_b,
+            "map50_all_big": float(np.mean(valid_b)) if valid_b else 0.0,
+            "map50_reported_big": float(np.mean(rep_b)) if rep_b else 0.0}
 
 
 def invoke_ms(model: Path, threads: int, runs: int = 50) -> float:
