@@ -148,12 +148,21 @@ class EventBuilder:
             log.error("track %d: could not encode its picture; finding dropped", tr.id)
             return None
         first, last = tr.observations[0], tr.observations[-1]
+        # Where the vehicle was when the picture was taken: what the office needs to check
+        # the object's placement, and the frame's own geotag (flagged if extrapolated).
+        tag = self.positions(when)
+        vehicle = None if tag is None else {
+            "lat": round(tag.lat, 7), "lon": round(tag.lon, 7),
+            "heading_deg": None if tag.heading_deg is None else round(tag.heading_deg, 1),
+            "speed_mps": None if tag.speed_mps is None else round(tag.speed_mps, 2),
+            "accuracy_m": round(tag.accuracy_m, 1), "extrapolated": tag.extrapolated}
         attrs: dict[str, object] = {
             "frames": tr.frames,
             "first_seen": first.captured_utc.isoformat(),
             "duration_s": round(last.captured_mono - first.captured_mono, 2),
             "frame_index": best.frame.index,
             "position_method": where,
+            "vehicle": vehicle,
             "redaction": redaction,
         }
         return Event(label=label, score=float(best.detection.score), bbox=best.detection.bbox,
