@@ -96,12 +96,18 @@ class Event:
     id: str = field(default_factory=new_event_id)
     attributes: dict[str, object] = field(default_factory=dict)
     """Stage-specific extras (frame count, track length …), carried into the JSON."""
+    crop_jpeg: bytes | None = field(default=None, repr=False)
+    """The object's region of the same redacted picture, for a reviewer who should not
+    have to find it in the full frame; None for events made before crops existed.
+    Last, so that adding it moved no other field."""
 
     def __post_init__(self) -> None:
         if self.captured_utc.tzinfo is None:
             raise ValueError("Event.captured_utc must be timezone-aware (UTC)")
         if not self.image_jpeg.startswith(b"\xff\xd8"):
             raise ValueError("Event.image_jpeg is not a JPEG (no SOI marker)")
+        if self.crop_jpeg is not None and not self.crop_jpeg.startswith(b"\xff\xd8"):
+            raise ValueError("Event.crop_jpeg is not a JPEG (no SOI marker)")
 
     def replace(self, **changes: object) -> Event:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -1,8 +1,9 @@
 """The SQLite outbox: an event exists once it is committed here.
 
-From the moment :meth:`Store.add` returns, the event and its JPEG are on the SD
-card and will reach the broker at least once, whatever happens to the network,
-the broker, the process or the power. The uplink reads pending rows oldest
+From the moment :meth:`Store.add` returns, the event and its JPEGs (the full
+redacted picture and, since schema 2, the object's crop) are on the SD card and
+will reach the broker at least once, whatever happens to the network, the
+broker, the process or the power. The uplink reads pending rows oldest
 first and marks them delivered only when the broker has acknowledged them.
 
 Durability (see docs/store.md for the reasoning):
@@ -35,7 +36,7 @@ import sqlite_utils
 
 from agent.records import Event, Position, iso_utc, parse_iso_utc
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -77,9 +78,19 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
         )""")
 
 
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    # The object's crop lives beside its full picture, so it shares the image's
+    # lifetime (ON DELETE CASCADE, pruning) and is written in the same transaction.
+    # NULL: events stored before crops existed have none and are delivered without.
+    # Its hash is stored, like the image's, so what is published is the hash taken
+    # at commit time: a blob damaged on the SD card later shows up at the receiver.
+    db.execute("ALTER TABLE images ADD COLUMN crop BLOB")
+    db.execute("ALTER TABLE images ADD COLUMN crop_sha256 TEXT")
+
+
 # Forward migrations: MIGRATIONS[n] takes a database at schema n to n + 1.
 # Append only; never edit a released step.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -94,6 +105,8 @@ class StoredEvent:
     last_attempt_utc: datetime | None
     delivered_utc: datetime | None
     image_sha256: str
+    crop_sha256: str | None = None
+    """None exactly when the event has no crop."""
 
 
 class Store:
@@ -172,7 +185,7 @@ class Store:
         self.db.execute("COMMIT")
 
     def add(self, event: Event) -> None:
-        """Commit one event with its JPEG, atomically and durably."""
+        """Commit one event with its JPEG (and crop), atomically and durably."""
         self.add_many([event])
 
     def add_many(self, events: list[Event]) -> None:
@@ -181,10 +194,13 @@ class Store:
         with self._write():
             for ev in events:
                 self.db["events"].insert(_event_row(ev, now))
+                crop = ev.crop_jpeg
                 self.db["images"].insert({
                     "event_id": ev.id,
                     "jpeg": ev.image_jpeg,
                     "sha256": hashlib.sha256(ev.image_jpeg).hexdigest(),
+                    "crop": crop,
+                    "crop_sha256": hashlib.sha256(crop).hexdigest() if crop is not None else None,
                 })
 
     def mark_attempted(self, ids: list[str]) -> None:
@@ -271,12 +287,14 @@ class Store:
         return parse_iso_utc(row[0]) if row and row[0] else None
 
     def _columns(self) -> list[str]:
-        return [c.name for c in self.db["events"].columns] + ["jpeg", "sha256"]
+        return [c.name for c in self.db["events"].columns] + ["jpeg", "sha256", "crop",
+                                                              "crop_sha256"]
 
     def _select(self, where: str, params: list[Any]) -> list[StoredEvent]:
         cols = self._columns()
         rows = self.db.execute(
-            "SELECT e.*, i.jpeg, i.sha256 FROM events e JOIN images i ON i.event_id = e.id "
+            "SELECT e.*, i.jpeg, i.sha256, i.crop, i.crop_sha256 "
+            "FROM events e JOIN images i ON i.event_id = e.id "
             + where, params).fetchall()
         return [_stored(dict(zip(cols, r, strict=True))) for r in rows]
 
@@ -317,6 +335,7 @@ def _stored(d: dict[str, Any]) -> StoredEvent:
         model=d["model"],
         config_version=d["config_version"],
         attributes=json.loads(d["attributes"]),
+        crop_jpeg=d["crop"],
     )
     return StoredEvent(
         event=ev,
@@ -326,4 +345,5 @@ def _stored(d: dict[str, Any]) -> StoredEvent:
         last_attempt_utc=parse_iso_utc(d["last_attempt_utc"]) if d["last_attempt_utc"] else None,
         delivered_utc=parse_iso_utc(d["delivered_utc"]) if d["delivered_utc"] else None,
         image_sha256=d["sha256"],
+        crop_sha256=d["crop_sha256"],
     )

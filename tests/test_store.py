@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import subprocess
 import sys
@@ -9,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
-from agent.store import SCHEMA_VERSION, Store, StoreError
-from tests.conftest import make_event
+from agent.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, _event_row
+from tests.conftest import make_event, make_jpeg
 
 
 def test_event_and_image_round_trip(tmp_path: Path) -> None:
@@ -25,6 +27,63 @@ def test_event_and_image_round_trip(tmp_path: Path) -> None:
     assert got.event.captured_utc == ev.captured_utc.replace(
         microsecond=ev.captured_utc.microsecond // 1000 * 1000)
     assert got.event.attributes == {"n": 3}
+
+
+def test_crop_round_trip_and_events_without_one(tmp_path: Path) -> None:
+    crop = make_jpeg(11, size=32)
+    with_crop, without = make_event(1).replace(crop_jpeg=crop), make_event(2)
+    with Store(tmp_path / "o.db") as s:
+        s.add_many([with_crop, without])
+        got, plain = s.get(with_crop.id), s.get(without.id)
+    assert got is not None and plain is not None
+    assert got.event.crop_jpeg == crop and got.event.image_jpeg == with_crop.image_jpeg
+    assert got.crop_sha256 == hashlib.sha256(crop).hexdigest()
+    assert plain.event.crop_jpeg is None and plain.crop_sha256 is None
+
+
+def test_a_crop_that_is_not_a_jpeg_is_refused() -> None:
+    with pytest.raises(ValueError, match="crop_jpeg is not a JPEG"):
+        make_event(1).replace(crop_jpeg=b"PNG...")
+
+
+def _schema_1_store(db: Path, events: list) -> None:
+    """A store as an agent of schema 1 left it: migration 1 only, its rows, no crop columns."""
+    con = sqlite3.connect(db, isolation_level=None)
+    old = sqlite_utils.Database(con)
+    old.execute("PRAGMA journal_mode = WAL")
+    MIGRATIONS[0](old)
+    old.execute("PRAGMA user_version = 1")
+    for ev in events:
+        old["events"].insert(_event_row(ev, "2026-11-01T08:00:00.000Z"))
+        old["images"].insert({"event_id": ev.id, "jpeg": ev.image_jpeg,
+                              "sha256": hashlib.sha256(ev.image_jpeg).hexdigest()})
+    old.execute("UPDATE events SET state = 'delivered', delivered_utc = created_utc "
+                "WHERE id = ?", [events[0].id])
+    con.close()
+
+
+def test_a_schema_1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    old = [make_event(i) for i in range(3)]
+    _schema_1_store(db, old)
+    with Store(db) as s:
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert s.counts() == {"pending": 2, "delivered": 1}
+        got = {g.event.id: g for g in s.iter_events()}
+        assert list(got) == [e.id for e in old]
+        for ev in old:
+            g = got[ev.id]
+            assert g.event.image_jpeg == ev.image_jpeg and g.event.position == ev.position
+            assert g.event.crop_jpeg is None and g.crop_sha256 is None
+        # the migrated store takes new events with crops beside the old ones
+        new = make_event(7).replace(crop_jpeg=make_jpeg(12, size=32))
+        s.add(new)
+        assert s.get(new.id).event.crop_jpeg == new.crop_jpeg  # type: ignore[union-attr]
+        assert [p.event.id for p in s.pending(10)] == [old[1].id, old[2].id, new.id]
+        assert s.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with Store(db) as s:  # opening again migrates nothing twice
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert len(list(s.iter_events())) == 4
 
 
 def test_wal_and_full_sync(tmp_path: Path) -> None:
