@@ -16,7 +16,9 @@ event if it was seen often and confidently enough:
   the last ``dedup_window_h`` hours is the same object seen again, not a new
   event (a second lap, a stop at a red light);
 * its image is the best frame with faces and licence plates blurred: it is
-  redacted here, before the store ever sees it.
+  redacted here, before the store ever sees it. Its crop (the object's box
+  with a margin, see :func:`crop_box`) is cut from that redacted image, so the
+  crop can never show what the full picture hides.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ log = logging.getLogger("events")
 
 Positions = Callable[[datetime], GeoTag | None]
 
+# The crop's margin around the object's box (a fraction of the box on each side)
+# shows the object's surroundings (kerb, wall, pole), which a reviewer needs to
+# judge it; the minimum keeps a far-away object's crop big enough to look at.
+CROP_MARGIN = 0.25
+CROP_MIN_PX = 64
+
 
 @dataclass(frozen=True, slots=True)
 class BestShot:
@@ -63,6 +71,33 @@ def shot_quality(image: np.ndarray, det: Detection) -> float:
     size = min(1.0, math.sqrt((x2 - x1) * (y2 - y1)) / 0.25)
     edge = 0.3 if (x1 < 0.005 or y1 < 0.005 or x2 > 0.995 or y2 > 0.995) else 1.0
     return det.score * (0.3 + 0.7 * sharp) * (0.2 + 0.8 * size) * edge
+
+
+def _crop_span(lo: float, hi: float, size: int, margin: float, min_px: int) -> tuple[int, int]:
+    """One axis of :func:`crop_box`: pixel bounds [a, b) within 0..size."""
+    lo, hi = sorted((lo * size, hi * size))
+    ext = (hi - lo) * margin
+    a, b = math.floor(lo - ext), math.ceil(hi + ext)
+    a, b = max(0, a), min(size, b)
+    # Too small (a far object, or a box cut by the image edge): grow to the
+    # minimum around its centre, slid inside the image rather than cut by it.
+    need = min(min_px, size)
+    if b - a < need:
+        centre = min(max((lo + hi) / 2, need / 2), size - need / 2)
+        a = max(0, min(size - need, math.floor(centre - need / 2)))
+        b = a + need
+    return a, b
+
+
+def crop_box(bbox: tuple[float, float, float, float], width: int, height: int,
+             margin: float = CROP_MARGIN, min_px: int = CROP_MIN_PX
+             ) -> tuple[int, int, int, int]:
+    """The pixel box (x0, y0, x1, y1; x1, y1 exclusive) of an object's crop:
+    ``bbox`` (fractions) grown by ``margin`` of its size on each side, at least
+    ``min_px`` each way where the image is that big, and always inside the image."""
+    x0, x1 = _crop_span(bbox[0], bbox[2], width, margin, min_px)
+    y0, y1 = _crop_span(bbox[1], bbox[3], height, margin, min_px)
+    return x0, y0, x1, y1
 
 
 def ground_point(bbox: tuple[float, float, float, float], aspect: float, cam: CameraConfig
@@ -143,10 +178,18 @@ class EventBuilder:
         if self.redactor is not None:
             image, rep = self.redactor.redact(image)
             redaction = rep.as_dict()
-        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
+        quality = [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality]
+        ok, jpeg = cv2.imencode(".jpg", image, quality)
         if not ok:
             log.error("track %d: could not encode its picture; finding dropped", tr.id)
             return None
+        # From the redacted image, never the frame: the crop must hide what the picture hides.
+        x0, y0, x1, y1 = crop_box(best.detection.bbox, w, h)
+        ok, crop_buf = cv2.imencode(".jpg", image[y0:y1, x0:x1], quality)
+        crop = crop_buf.tobytes() if ok else None
+        if crop is None:
+            # The full picture is the finding; a missing crop only costs the reviewer a zoom.
+            log.warning("track %d: could not encode its crop; finding kept without", tr.id)
         first, last = tr.observations[0], tr.observations[-1]
         # Where the vehicle was when the picture was taken: what the office needs to check
         # the object's placement, and the frame's own geotag (flagged if extrapolated).
@@ -168,7 +211,7 @@ class EventBuilder:
         return Event(label=label, score=float(best.detection.score), bbox=best.detection.bbox,
                      captured_utc=when, captured_mono=best.frame.captured_mono,
                      image_jpeg=jpeg.tobytes(), position=position, model=self.model,
-                     config_version=self.config_version, attributes=attrs)
+                     config_version=self.config_version, attributes=attrs, crop_jpeg=crop)
 
     def _position(self, tr: Track, aspect: float) -> tuple[Position | None, str]:
         points: list[tuple[float, float]] = []

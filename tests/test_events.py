@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import cv2
 import numpy as np
 import pytest
 
 from agent.config import CameraConfig, EventsConfig
-from agent.events import EventBuilder, ground_point
+from agent.events import EventBuilder, crop_box, ground_point
 from agent.geo import LocalFrame, destination, haversine_m
 from agent.gps import FixHistory
-from agent.privacy import Redactor
+from agent.privacy import Redaction, Redactor
 from agent.records import Detection, Fix, Frame
 from agent.simulate.camera import Camera
 from agent.tracker import Tracker
@@ -126,3 +127,102 @@ def test_flickers_are_not_findings() -> None:
     updated, _ = tr.update(f0, [Detection("banner", 1, 0.9, (0.6, 0.4, 0.7, 0.5))])
     b.observe(f0, updated)
     assert b.finish(tr.flush()) == [] and b.dropped == 1
+
+
+
+@pytest.mark.parametrize("bbox,size,expected", [
+    # 96 px wide: 24 px of margin each side; 36 px high + 2 x 9 px = 54: grown to 64
+    ((0.4, 0.4, 0.55, 0.5), (640, 360), (232, 130, 376, 194)),
+    # a far, 6 x 7 px object: 64 px each way around its centre
+    ((0.5, 0.5, 0.51, 0.52), (640, 360), (291, 151, 355, 215)),
+    # a small object in the corner: 64 px slid inside the image, not cut by its edge
+    ((0.0, 0.97, 0.01, 1.0), (640, 360), (0, 296, 64, 360)),
+    # a big object at the edge: its margin is clipped to the image
+    ((0.8, 0.2, 1.0, 0.7), (640, 360), (480, 27, 640, 297)),
+    # an image smaller than the minimum: all of it
+    ((0.4, 0.4, 0.5, 0.5), (48, 40), (0, 0, 48, 40)),
+])
+def test_crop_box(bbox: tuple[float, float, float, float], size: tuple[int, int],
+                  expected: tuple[int, int, int, int]) -> None:
+    assert crop_box(bbox, *size) == expected
+
+
+
+def smooth_frames(frames: list[Frame]) -> list[Frame]:
+    """The same frames with smooth random pictures: blobs that a JPEG keeps (pixel noise
+    it does not), so a crop can be compared with the region it was cut from."""
+    rng = np.random.default_rng(1)
+    out = []
+    for f in frames:
+        coarse = rng.integers(0, 255, (360 // 20 + 1, 640 // 20 + 1, 3), dtype=np.uint8)
+        img = cv2.resize(coarse, (640, 360), interpolation=cv2.INTER_CUBIC)
+        out.append(Frame(img, f.captured_utc, f.captured_mono, f.index))
+    return out
+
+
+def decode(jpeg: bytes) -> np.ndarray:
+    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None
+    return img.astype(float)
+
+
+MAGENTA = (255, 0, 255)
+
+
+def test_the_crop_is_the_objects_region_of_the_redacted_picture() -> None:
+    obj = destination(*destination(*ORIGIN, 0.0, 50.0), 90.0, 6.0)
+    hist, frames, dets = drive_past(obj)
+    frames = smooth_frames(frames)
+    boxes = {id(f.image): d[0].bbox for f, d in zip(frames, dets, strict=True) if d}
+
+    class CentreRedactor(Redactor):
+        """Paints the middle of the object's box magenta: a mark no frame has, so a
+        crop that shows it was cut after redaction."""
+
+        def redact(self, image: np.ndarray, extra_boxes: list = ()) -> tuple:  # type: ignore[override]
+            x1, y1, x2, y2 = boxes[id(image)]
+            h, w = image.shape[:2]
+            out = image.copy()
+            out[int((3 * y1 + y2) / 4 * h):int((y1 + 3 * y2) / 4 * h),
+                int((3 * x1 + x2) / 4 * w):int((x1 + 3 * x2) / 4 * w)] = MAGENTA
+            return out, Redaction(0, 0, 1, "block")
+
+    b = EventBuilder(EventsConfig(), CAM_CFG, hist.position_at, CentreRedactor())
+    (ev,) = run(b, frames, dets)
+    assert ev.crop_jpeg is not None and ev.crop_jpeg[:2] == b"\xff\xd8"
+    crop = decode(ev.crop_jpeg)
+    x0, y0, x1, y1 = crop_box(ev.bbox, 640, 360)
+    assert crop.shape == (y1 - y0, x1 - x0, 3)
+    # the object's box and a quarter of it on each side (not cut by the image here)
+    bw, bh = (ev.bbox[2] - ev.bbox[0]) * 640, (ev.bbox[3] - ev.bbox[1]) * 360
+    assert crop.shape[1] == pytest.approx(max(64, 1.5 * bw), abs=2)
+    assert crop.shape[0] == pytest.approx(max(64, 1.5 * bh), abs=2)
+    assert x0 <= ev.bbox[0] * 640 and ev.bbox[2] * 640 <= x1
+    assert y0 <= ev.bbox[1] * 360 and ev.bbox[3] * 360 <= y1
+
+    # Its centre is the redaction's mark, which the frame itself does not have.
+    ch, cw = crop.shape[:2]
+    mid = (slice(ch // 2 - 4, ch // 2 + 4), slice(cw // 2 - 4, cw // 2 + 4))
+    assert np.abs(crop[mid] - MAGENTA).mean() < 20
+    frame = frames[ev.attributes["frame_index"]].image
+    assert np.abs(frame[y0:y1, x0:x1][mid] - np.array(MAGENTA)).mean() > 60
+
+    # It is that region of the picture the event carries, not a neighbouring one.
+    full = decode(ev.image_jpeg)
+    assert np.abs(crop - full[y0:y1, x0:x1]).mean() < 6
+    assert np.abs(crop - full[y0:y1, x0 - 40:x1 - 40]).mean() > 20
+
+
+def test_without_redaction_the_crop_is_cut_from_the_frame() -> None:
+    obj = destination(*destination(*ORIGIN, 0.0, 30.0), 90.0, -4.0)
+    hist, frames, dets = drive_past(obj)
+    frames = smooth_frames(frames)
+    b = EventBuilder(EventsConfig(redact=False), CAM_CFG, hist.position_at, None)
+    (ev,) = run(b, frames, dets)
+    assert ev.crop_jpeg is not None
+    crop = decode(ev.crop_jpeg)
+    x0, y0, x1, y1 = crop_box(ev.bbox, 640, 360)
+    frame = frames[ev.attributes["frame_index"]].image.astype(float)
+    assert crop.shape == frame[y0:y1, x0:x1].shape
+    assert np.abs(crop - frame[y0:y1, x0:x1]).mean() < 6
+    assert np.abs(crop - frame[y0:y1, x0 + 40:x1 + 40]).mean() > 20
