@@ -151,15 +151,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for p in (args.video, args.nmea):
         if not Path(p).is_file():
             return _fail(f"{p}: no such file", 2)
+    gpsd = None
+    if args.gpsd:
+        host, _, port = args.gpsd.rpartition(":")
+        if not host or not port.isdigit():
+            return _fail(f"--gpsd {args.gpsd!r}: expected HOST:PORT", 2)
+        gpsd = (host, int(port))
     try:
         s = replay(cfg, Path(args.video), Path(args.nmea), speed=args.speed, start_utc=start,
-                   store_path=cfg.store.path)
+                   store_path=cfg.store.path, gpsd=gpsd)
     except (DetectorError, SourceError, StoreError, UplinkError, ValueError,
             RuntimeError) as e:
         return _fail(str(e))
     print(f"replayed {s.frames} frames ({s.seconds:.0f} s of driving) in {s.wall_s:.1f} s; "
           f"GPS {s.gps_mode}: {s.fixes} fixes, {s.frames_without_fix} frames without a "
           f"usable fix")
+    if s.gps_fix_losses or s.gpsd_reconnects:
+        print(f"GPS fix lost {s.gps_fix_losses} times, gpsd reconnected {s.gpsd_reconnects} "
+              "times during the drive")
     print(f"{s.detections} detections -> {s.events} findings stored in {cfg.store.path} "
           f"({s.suppressed} repeats suppressed, {s.dropped_tracks} short tracks ignored, "
           f"{s.broken_frames} broken frames)")
@@ -347,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--config", help="TOML config (default: built-in defaults)")
     rp.add_argument("--speed", choices=["1", "max"], default="max",
                     help="1: real time, GPS through gpsd/gpsfake; max: as fast as possible")
+    rp.add_argument("--gpsd", help="HOST:PORT of a gpsd already serving the drive's log "
+                    "(instead of starting gpsfake; implies --speed 1)")
     rp.add_argument("--db", help="outbox to write (default: store.path, or ./replay.db)")
     rp.add_argument("--broker", help="HOST:PORT of an MQTT broker to deliver to")
     rp.add_argument("--start", help="UTC time of the first video frame (default: the log's "

@@ -230,6 +230,7 @@ class GpsStats:
     mode: int = 0
     reconnects: int = 0
     fix_lost_since: datetime | None = None
+    fix_losses: int = 0
     last_error: str = ""
     clock_offset_s: float | None = field(default=None)
 
@@ -326,4 +327,5 @@ class GpsdReader:
     def _lost_fix(self, when: datetime, why: str) -> None:
         if self.stats.fix_lost_since is None and self._had_fix:
             self.stats.fix_lost_since = when
+            self.stats.fix_losses += 1
             log.warning("GPS fix lost (%s): findings get no position until it returns", why)

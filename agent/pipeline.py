@@ -287,6 +287,8 @@ class ReplaySummary:
     suppressed: int = 0
     dropped_tracks: int = 0
     fixes: int = 0
+    gps_fix_losses: int = 0
+    gpsd_reconnects: int = 0
     delivered: int | None = None
     gps_mode: str = "direct"
     notes: list[str] = field(default_factory=list)
@@ -319,8 +321,14 @@ class _Gpsfake:
 
 
 def replay(cfg: Config, video: Path, nmea: Path, speed: str = "max",
-           start_utc: datetime | None = None, store_path: Path | None = None) -> ReplaySummary:
-    """Run camera → detector → tracker → events → store (→ uplink) on a recorded drive."""
+           start_utc: datetime | None = None, store_path: Path | None = None,
+           gpsd: tuple[str, int] | None = None) -> ReplaySummary:
+    """Run camera → detector → tracker → events → store (→ uplink) on a recorded drive.
+
+    ``gpsd``: read fixes from this gpsd (already serving the drive's log, e.g. a
+    technician's own gpsfake) instead of starting gpsfake; implies real-time speed.
+    The NMEA file is still read for the video's start time and the fix count.
+    """
     from agent.nmea import read_nmea_stats
 
     t_wall = time.monotonic()
@@ -355,7 +363,13 @@ def replay(cfg: Config, video: Path, nmea: Path, speed: str = "max",
     gpsfake: _Gpsfake | None = None
     reader: GpsdReader | None = None
     try:
-        if speed == "max":
+        if gpsd is not None:
+            speed = "1"
+            summary.gps_mode = f"gpsd at {gpsd[0]}:{gpsd[1]}"
+            reader = GpsdReader(gpsd[0], gpsd[1], history, reconnect_min_s=0.2,
+                                reconnect_max_s=1.0)
+            reader.start()
+        elif speed == "max":
             history.extend(fixes)
         else:
             summary.gps_mode = "gpsd (gpsfake)"
@@ -386,6 +400,10 @@ def replay(cfg: Config, video: Path, nmea: Path, speed: str = "max",
         summary.events = perception.stats.events
         summary.suppressed = perception.builder.suppressed
         summary.dropped_tracks = perception.builder.dropped
+        if reader is not None:
+            summary.fixes = reader.stats.fixes
+            summary.gps_fix_losses = reader.stats.fix_losses
+            summary.gpsd_reconnects = reader.stats.reconnects
         if uplink is not None:
             deadline = time.monotonic() + 120
             while pipe_store.counts()["pending"] and time.monotonic() < deadline:
