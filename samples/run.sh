@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The agent's main job on bundled sample data, end to end on this machine:
 # sets up .venv, starts a private Mosquitto on a free loopback port (never the
-# system's), puts the sample findings into a fresh outbox, runs the agent until
-# every finding is acknowledged by the broker, and shows what the broker got.
+# system's), replays the bundled sample drive (samples/drive: the camera video
+# and the receiver's NMEA log of one minute on patrol) through the whole
+# pipeline - detector, tracker, findings, privacy, outbox, MQTT delivery -
+# then scores the findings against the drive's ground truth and shows what
+# the broker delivered.
 # Needs: python3 (3.11+), mosquitto and mosquitto-clients (Debian packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,29 +31,19 @@ printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > "$work/mosquitt
 pids+=($!)
 sleep 0.5
 
-n=$(grep -c . samples/findings.jsonl)
 # What the city's complaint service would receive: one JSON per finding.
-mosquitto_sub -h 127.0.0.1 -p "$port" -t 'patrol/+/events' -C "$n" -W 60 >"$work/received.jsonl" &
-sub=$!
+mosquitto_sub -h 127.0.0.1 -p "$port" -t 'patrol/+/events' >"$work/received.jsonl" &
+pids+=($!)
 sleep 0.3
 
-cat > "$work/agent.toml" <<TOML
-[device]
-id = "sample-van"
-[camera]
-enabled = false   # this run only delivers the stored sample findings
-[gps]
-enabled = false
-[store]
-path = "$work/outbox.db"
-[mqtt]
-host = "127.0.0.1"
-port = $port
-TOML
-
-.venv/bin/patrol-agent events import samples/findings.jsonl --db "$work/outbox.db"
-.venv/bin/patrol-agent run --config "$work/agent.toml" --until-drained
-wait "$sub"
+drive=samples/drive
+# Exits when the video ends and the broker has acknowledged every finding.
+.venv/bin/patrol-agent replay --video "$drive/video.mp4" --nmea "$drive/track.nmea" \
+    --db "$work/outbox.db" --broker "127.0.0.1:$port"
+sleep 0.5
+echo
+echo "== findings against the drive's ground truth ($drive/truth.json) =="
+.venv/bin/patrol-agent evaluate --truth "$drive/truth.json" --db "$work/outbox.db"
 echo
 echo "== the outbox after the run =="
 .venv/bin/patrol-agent events list --db "$work/outbox.db"
@@ -61,5 +54,6 @@ import json, sys
 for line in open(sys.argv[1]):
     e = json.loads(line)
     p = e["position"]
-    print(f'{e["id"]}  {e["label"]:<13} {e["score"]:.2f}  {p["lat"]:.5f},{p["lon"]:.5f}  image {e["image"]["bytes"]} B')
+    where = f'{p["lat"]:.5f},{p["lon"]:.5f} ±{p["accuracy_m"]:.0f} m' if p else "no GPS fix"
+    print(f'{e["id"]}  {e["label"]:<13} {e["score"]:.2f}  {where}  image {e["image"]["bytes"]} B')
 PY
