@@ -14,7 +14,8 @@ import numpy as np
 import uuid6
 
 EVENT_SCHEMA_VERSION = 1
-"""Version of the event JSON published on ``{root}/{dev}/events``."""
+"""Version of the event JSON published on ``{root}/{dev}/events``. Raised only for a
+change that breaks a reader; added keys (``crop`` was one) keep it (docs/mqtt.md)."""
 
 
 def new_event_id() -> str:

@@ -26,6 +26,10 @@ class Topics:
     def image(self, event_id: str) -> str:
         return f"{self.base}/images/{event_id}"
 
+    def crop(self, event_id: str) -> str:
+        """Under the event's image topic, so ``images/#`` (ACLs, bridges) covers both."""
+        return f"{self.base}/images/{event_id}/crop"
+
     @property
     def telemetry(self) -> str:
         return f"{self.base}/telemetry"

@@ -6,10 +6,12 @@ no locks, no queue between the PUBACK and the "delivered" mark.
 
 Delivery rules (the contract in docs/mqtt.md):
 
-* Each event is two QoS 1 messages: its redacted JPEG on ``images/{id}`` first,
-  then its JSON on ``events``. The event is marked delivered only when the
-  broker has acknowledged both (paho's ``on_publish`` for those message ids,
-  with a success reason code), never when ``publish()`` returns.
+* Each event is two or three QoS 1 messages: its redacted JPEG on
+  ``images/{id}``, the object's crop on ``images/{id}/crop`` if it has one, then
+  its JSON on ``events`` (last, so that a receiver holding the JSON can expect
+  the pictures). The event is marked delivered only when the broker has
+  acknowledged all of them (paho's ``on_publish`` for those message ids, with a
+  success reason code), never when ``publish()`` returns.
 * At most ``mqtt.inflight_window`` events are unacknowledged at once.
 * On every (re)connect, whatever paho still held unacknowledged is dropped and
   sent again from the store; the store, not paho's memory, is the truth, so a
@@ -24,6 +26,7 @@ Delivery rules (the contract in docs/mqtt.md):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import ssl
@@ -104,6 +107,12 @@ def event_message(stored: StoredEvent, device_id: str, topics: Topics) -> dict[s
         "config_version": ev.config_version,
         "image": {"topic": topics.image(ev.id), "content_type": "image/jpeg",
                   "bytes": len(ev.image_jpeg), "sha256": stored.image_sha256},
+        # null, not absent, when there is no crop (stored before crops existed, or it
+        # failed to encode): the receiver must not wait for one that will never come.
+        "crop": None if ev.crop_jpeg is None else {
+            "topic": topics.crop(ev.id), "content_type": "image/jpeg",
+            "bytes": len(ev.crop_jpeg),
+            "sha256": stored.crop_sha256 or hashlib.sha256(ev.crop_jpeg).hexdigest()},
         "attributes": ev.attributes,
     }
 
@@ -218,8 +227,9 @@ class Uplink:
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else True,
         )
-        # Our window is the limit; paho's own must not be the smaller one.
-        client.max_inflight_messages_set(2 * self.mq.inflight_window + 2)
+        # Our window is the limit; paho's own must not be the smaller one
+        # (up to three messages an event: image, crop, JSON; plus the status).
+        client.max_inflight_messages_set(3 * self.mq.inflight_window + 2)
         client.connect_timeout = self.mq.connect_timeout_s
         if self.mq.username:
             pw = self.mq.password.get_secret_value() if self.mq.password else None
@@ -360,9 +370,13 @@ class Uplink:
             json_props.ContentType = "application/json"
         body = json.dumps(event_message(item, self.cfg.device.id, self.topics),
                           separators=(",", ":")).encode()
+        messages = [(self.topics.image(ev.id), ev.image_jpeg, img_props)]
+        if ev.crop_jpeg is not None:
+            messages.append((self.topics.crop(ev.id), ev.crop_jpeg, img_props))
+        messages.append((self.topics.events, body, json_props))
+        # One entry for all of them: the event is delivered when every mid is acked.
         entry = _InFlight(ev.id)
-        for topic, payload, props in ((self.topics.image(ev.id), ev.image_jpeg, img_props),
-                                      (self.topics.events, body, json_props)):
+        for topic, payload, props in messages:
             info = self._client.publish(topic, payload, qos=1, properties=props)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 log.debug("publish of %s refused locally: %s", ev.id, mqtt.error_string(info.rc))

@@ -196,8 +196,21 @@ class Subscriber:
             return [json.loads(p) for t, p, _ in self.messages if t.endswith("/events")]
 
     def images(self) -> dict[str, bytes]:
+        """Full pictures by event id (``…/images/{id}``; crops are one level deeper)."""
         with self.lock:
-            return {t.rsplit("/", 1)[1]: p for t, p, _ in self.messages if "/images/" in t}
+            return {t.split("/")[-1]: p for t, p, _ in self.messages
+                    if t.split("/")[-2:-1] == ["images"]}
+
+    def crops(self) -> dict[str, bytes]:
+        """Object crops by event id (``…/images/{id}/crop``)."""
+        with self.lock:
+            return {t.split("/")[-2]: p for t, p, _ in self.messages
+                    if "/images/" in t and t.endswith("/crop")}
+
+    def topics(self) -> list[str]:
+        """Every topic received, in arrival order."""
+        with self.lock:
+            return [t for t, _, _ in self.messages]
 
     def statuses(self) -> list[dict[str, Any]]:
         with self.lock:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import load_config
 from agent.pipeline import Pipeline
@@ -18,6 +21,7 @@ from tests.conftest import (
     Mosquitto,
     Subscriber,
     make_event,
+    make_jpeg,
     start_agent,
     wait_until,
     write_config,
@@ -84,6 +88,86 @@ def test_events_stored_while_broker_down_are_delivered_when_it_is_up(
         assert m["schema"] == 1 and m["device"] == "unit-1" and m["label"] == "garbage"
         assert m["position"]["lat"] == pytest.approx(ids[5].position.lat)
         assert m["image"]["topic"] == f"patrol/unit-1/images/{ids[5].id}"
+    finally:
+        broker.stop(signal.SIGKILL)
+
+
+def test_an_events_crop_is_published_before_it_and_named_in_it(
+        tmp_path: Path, broker: Mosquitto, subscriber_factory: Callable[..., Subscriber],
+        running_pipeline: Callable[[Path], Pipeline]) -> None:
+    sub = subscriber_factory(broker.port)
+    # An MQTT 5 subscriber too: content types only exist there.
+    v5: dict[str, str] = {}
+    got_v5 = threading.Event()
+    c5 = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-sub-v5",
+                     protocol=mqtt.MQTTv5)
+    c5.on_connect = lambda c, u, f, rc, p: c.subscribe("patrol/+/images/#", qos=1)
+    c5.on_subscribe = lambda *a: got_v5.set()
+    c5.on_message = lambda c, u, m: v5.__setitem__(
+        m.topic, getattr(m.properties, "ContentType", ""))
+    c5.connect("127.0.0.1", broker.port)
+    c5.loop_start()
+    try:
+        assert got_v5.wait(10), "v5 subscriber could not subscribe"
+        db = tmp_path / "outbox.db"
+        pipe = running_pipeline(write_config(tmp_path / "agent.toml", broker.port, db))
+        cropped = make_event(1).replace(crop_jpeg=make_jpeg(21, size=32))
+        plain = make_event(2)  # as the store gives back events from before crops
+        pipe.submit(cropped)
+        pipe.submit(plain)
+        wait_until(lambda: sub.event_ids() >= {cropped.id, plain.id}, 20, "both events")
+        wait_until(lambda: counts(db) == {"pending": 0, "delivered": 2}, 10, "both delivered")
+
+        crop_topic = f"patrol/unit-1/images/{cropped.id}/crop"
+        assert sub.crops() == {cropped.id: cropped.crop_jpeg}
+        assert sub.images()[cropped.id] == cropped.image_jpeg  # the full picture, not the crop
+        # picture, crop, then the JSON that names them
+        topics = sub.topics()
+        with sub.lock:
+            its_json = next(i for i, (t, p, _) in enumerate(sub.messages)
+                            if t.endswith("/events") and json.loads(p)["id"] == cropped.id)
+        assert topics.index(f"patrol/unit-1/images/{cropped.id}") < topics.index(crop_topic) \
+            < its_json
+
+        by_id = {m["id"]: m for m in sub.events()}
+        assert by_id[cropped.id]["schema"] == 1
+        assert by_id[cropped.id]["crop"] == {
+            "topic": crop_topic, "content_type": "image/jpeg",
+            "bytes": len(cropped.crop_jpeg),  # type: ignore[arg-type]
+            "sha256": hashlib.sha256(cropped.crop_jpeg).hexdigest()}  # type: ignore[arg-type]
+        # an event without a crop still goes, says so, and sends no crop message
+        assert by_id[plain.id]["crop"] is None
+        assert sub.images()[plain.id] == plain.image_jpeg
+        assert not any(t.endswith(f"{plain.id}/crop") for t in topics)
+
+        wait_until(lambda: crop_topic in v5, 10, "crop at the v5 subscriber")
+        assert v5[crop_topic] == "image/jpeg"
+    finally:
+        c5.loop_stop()
+        c5.disconnect()
+
+
+def test_an_event_is_not_delivered_until_its_crop_is_acknowledged(
+        tmp_path: Path, running_pipeline: Callable[[Path], Pipeline]) -> None:
+    """The broker takes the picture and the JSON but refuses the crop: not delivered."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite patrol/unit-1/status\ntopic readwrite patrol/unit-1/events\n"
+                   "topic readwrite patrol/unit-1/images/+\n")  # + is one level: not …/crop
+    broker = Mosquitto(tmp_path / "broker", extra_conf=f"acl_file {acl}\n").start()
+    try:
+        db = tmp_path / "outbox.db"
+        pipe = running_pipeline(write_config(tmp_path / "agent.toml", broker.port, db))
+        cropped = make_event(1).replace(crop_jpeg=make_jpeg(22, size=32))
+        plain = make_event(2)
+        pipe.submit(cropped)
+        pipe.submit(plain)
+        assert pipe.uplink is not None
+        wait_until(lambda: pipe.uplink.stats.rejected >= 1, 20, "the broker's refusal")
+        wait_until(lambda: counts(db)["delivered"] == 1, 20, "the event without a crop")
+        time.sleep(1.0)
+        with Store(db) as s:
+            assert s.get(cropped.id).state == "pending"  # type: ignore[union-attr]
+            assert s.get(plain.id).state == "delivered"  # type: ignore[union-attr]
     finally:
         broker.stop(signal.SIGKILL)
 
