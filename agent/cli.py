@@ -281,6 +281,12 @@ def cmd_events_show(args: argparse.Namespace) -> int:
     if args.image:
         Path(args.image).write_bytes(s.event.image_jpeg)
         print(f"image written to {args.image} ({len(s.event.image_jpeg)} bytes)", file=sys.stderr)
+    if args.crop:
+        crop = s.event.crop_jpeg
+        if crop is None:  # stored before crops existed, or its crop failed to encode
+            return _fail(f"event {s.event.id} has no crop; only its full image (--image)")
+        Path(args.crop).write_bytes(crop)
+        print(f"crop written to {args.crop} ({len(crop)} bytes)", file=sys.stderr)
     return 0
 
 
@@ -395,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     es = esub.add_parser("show", parents=[src], help="one event in full")
     es.add_argument("id", help="event id, or a unique prefix of it")
     es.add_argument("--image", metavar="FILE", help="also write the event's JPEG here")
+    es.add_argument("--crop", metavar="FILE", help="also write the object's crop JPEG here")
     es.set_defaults(func=cmd_events_show)
 
     ex = esub.add_parser("export", parents=[src], help="events as JSON Lines, GeoJSON or CSV")
@@ -403,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--state", choices=["pending", "delivered"])
     ex.add_argument("--label")
     ex.add_argument("--with-images", action="store_true",
-                    help="jsonl only: embed each JPEG (base64), for events import elsewhere")
+                    help="jsonl only: embed each JPEG and crop (base64), for events import "
+                    "elsewhere")
     ex.set_defaults(func=cmd_events_export)
 
     ei = esub.add_parser("import", parents=[src],

@@ -4,7 +4,9 @@ For the technician with a laptop: look at what a unit found, put it on a map
 (GeoJSON opens in QGIS or geojson.io), or carry the findings of a unit whose
 LTE died from its SD card to a machine that can deliver them
 (``events export --with-images`` then ``events import``: the ids are kept, so
-the receiver drops anything it already had).
+the receiver drops anything it already had). The object's crop travels with its
+picture (``crop_b64``); records without one, such as exports made before crops
+existed, import as events without a crop.
 """
 
 from __future__ import annotations
@@ -43,9 +45,13 @@ def to_record(s: StoredEvent, with_image: bool = False) -> dict[str, Any]:
         "delivered_at": iso_utc(s.delivered_utc) if s.delivered_utc else None,
         "image_bytes": len(ev.image_jpeg),
         "image_sha256": s.image_sha256,
+        "crop_bytes": None if ev.crop_jpeg is None else len(ev.crop_jpeg),
+        "crop_sha256": s.crop_sha256,
     }
     if with_image:
         rec["image_b64"] = base64.b64encode(ev.image_jpeg).decode("ascii")
+        if ev.crop_jpeg is not None:
+            rec["crop_b64"] = base64.b64encode(ev.crop_jpeg).decode("ascii")
     return rec
 
 
@@ -55,6 +61,7 @@ def from_record(rec: dict[str, Any]) -> Event:
         raise ValueError("no image_b64 (export with --with-images to carry the images)")
     try:
         pos = rec.get("position")
+        crop = rec.get("crop_b64")  # absent in exports from before crops: no crop, not an error
         return Event(
             id=str(rec["id"]),
             label=str(rec["label"]),
@@ -68,6 +75,7 @@ def from_record(rec: dict[str, Any]) -> Event:
             model=str(rec.get("model", "")),
             config_version=int(rec.get("config_version", 0)),
             attributes=dict(rec.get("attributes") or {}),
+            crop_jpeg=base64.b64decode(crop, validate=True) if crop else None,
         )
     except KeyError as e:
         raise ValueError(f"missing field {e.args[0]!r}") from None

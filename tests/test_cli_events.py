@@ -12,13 +12,16 @@ import pytest
 from agent import __version__
 from agent.cli import main
 from agent.store import Store
-from tests.conftest import agent_cmd, make_event
+from tests.conftest import agent_cmd, make_event, make_jpeg
 
 
 @pytest.fixture
 def outbox(tmp_path: Path) -> tuple[Path, list[str]]:
     db = tmp_path / "o.db"
     evs = [make_event(i, label="banner" if i % 2 else "garbage") for i in range(5)]
+    # every event has a crop but the fourth, as if stored before crops existed
+    evs = [e if i == 3 else e.replace(crop_jpeg=make_jpeg(30 + i, size=32))
+           for i, e in enumerate(evs)]
     with Store(db) as s:
         s.add_many(evs)
         s.mark_delivered([evs[0].id])
@@ -55,6 +58,24 @@ def test_show_by_prefix_writes_the_image(outbox: tuple[Path, list[str]], tmp_pat
     assert "no event with id 'nope'" in capsys.readouterr().err
 
 
+def test_show_names_and_writes_the_crop(outbox: tuple[Path, list[str]], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    db, ids = outbox
+    crop = tmp_path / "c.jpg"
+    assert main(["events", "show", ids[2], "--db", str(db), "--crop", str(crop)]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    with Store(db) as s:
+        want = s.get(ids[2])
+    assert want is not None and crop.read_bytes() == want.event.crop_jpeg
+    assert rec["crop_bytes"] == len(crop.read_bytes()) and rec["crop_sha256"] == want.crop_sha256
+    # an event without a crop: shown, but no file, and the reason
+    assert main(["events", "show", ids[3], "--db", str(db), "--crop", str(tmp_path / "n.jpg")]
+                ) == 1
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["crop_bytes"] is None and "has no crop" in cap.err
+    assert not (tmp_path / "n.jpg").exists()
+
+
 def test_export_geojson_and_csv(outbox: tuple[Path, list[str]], tmp_path: Path) -> None:
     db, ids = outbox
     gj = tmp_path / "f.geojson"
@@ -82,7 +103,30 @@ def test_export_import_carries_findings_to_another_store(outbox: tuple[Path, lis
     with Store(other) as s, Store(db) as orig:
         assert [e.event.id for e in s.iter_events()] == ids[1:]
         for e in s.iter_events():
-            assert e.event.image_jpeg == orig.get(e.event.id).event.image_jpeg  # type: ignore[union-attr]
+            o = orig.get(e.event.id)
+            assert o is not None and e.event.image_jpeg == o.event.image_jpeg
+            assert e.event.crop_jpeg == o.event.crop_jpeg and e.crop_sha256 == o.crop_sha256
+        assert s.get(ids[3]).event.crop_jpeg is None  # type: ignore[union-attr]
+
+
+def test_an_export_from_before_crops_still_imports(outbox: tuple[Path, list[str]],
+                                                   tmp_path: Path) -> None:
+    db, ids = outbox
+    dump = tmp_path / "dump.jsonl"
+    assert main(["events", "export", "--db", str(db), "--with-images", "--out", str(dump)]) == 0
+    old = []
+    for line in dump.read_text().splitlines():  # the records an older agent wrote
+        rec = json.loads(line)
+        for k in ("crop_b64", "crop_bytes", "crop_sha256"):
+            rec.pop(k, None)
+        old.append(json.dumps(rec))
+    dump.write_text("\n".join(old) + "\n")
+    other = tmp_path / "laptop.db"
+    assert main(["events", "import", str(dump), "--db", str(other)]) == 0
+    with Store(other) as s:
+        got = list(s.iter_events())
+    assert [g.event.id for g in got] == ids
+    assert all(g.event.crop_jpeg is None and g.crop_sha256 is None for g in got)
 
 
 def test_import_skips_bad_lines_and_says_which(outbox: tuple[Path, list[str]], tmp_path: Path,
