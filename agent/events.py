@@ -208,6 +208,8 @@ class EventBuilder:
             "vehicle": vehicle,
             "redaction": redaction,
         }
+        if crop is not None:
+            attrs["crop_px"] = [x0, y0, x1, y1]  # where the crop sits in the picture
         return Event(label=label, score=float(best.detection.score), bbox=best.detection.bbox,
                      captured_utc=when, captured_mono=best.frame.captured_mono,
                      image_jpeg=jpeg.tobytes(), position=position, model=self.model,

@@ -193,6 +193,7 @@ def test_the_crop_is_the_objects_region_of_the_redacted_picture() -> None:
     crop = decode(ev.crop_jpeg)
     x0, y0, x1, y1 = crop_box(ev.bbox, 640, 360)
     assert crop.shape == (y1 - y0, x1 - x0, 3)
+    assert ev.attributes["crop_px"] == [x0, y0, x1, y1]  # the receiver can place it
     # the object's box and a quarter of it on each side (not cut by the image here)
     bw, bh = (ev.bbox[2] - ev.bbox[0]) * 640, (ev.bbox[3] - ev.bbox[1]) * 360
     assert crop.shape[1] == pytest.approx(max(64, 1.5 * bw), abs=2)
