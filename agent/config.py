@@ -126,14 +126,18 @@ class EventsConfig(Section):
     """Blur faces and licence plates before an image is stored. Off only by config."""
     min_frames: Annotated[int, Field(ge=1)] = 3
     """A track seen in fewer frames is noise, not a finding."""
-    min_score: Annotated[float, Field(ge=0, le=1)] = 0.5
-    """A track's best detection score must reach this."""
+    min_score: Annotated[float, Field(ge=0, le=1)] = 0.85
+    """A track's best detection score must reach this. An object passed at patrol speed is
+    seen close up and scores high at least once; distractors (bushes, people) mostly do
+    not (tuned on generated drives that the tests do not use)."""
     dedup_distance_m: Annotated[float, Field(ge=0)] = 15.0
     dedup_window_h: Annotated[float, Field(ge=0)] = 12.0
     """The same class within dedup_distance_m of a finding made in the last
     dedup_window_h hours is the same object seen again (a second lap, a red light)."""
-    max_range_m: Annotated[float, Field(gt=0)] = 60.0
-    """Objects placed further than this from the vehicle fall back to the vehicle's position."""
+    max_range_m: Annotated[float, Field(gt=0)] = 35.0
+    """Views of an object from further than this do not place it (a pixel of box bottom is
+    metres there); a track only ever seen beyond it is not a finding, since an object beside
+    the route is seen again from closer."""
 
 
 class StoreConfig(Section):

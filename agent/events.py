@@ -168,6 +168,11 @@ class EventBuilder:
         label = tr.label
         h, w = best.frame.image.shape[:2]
         position, where = self._position(tr, h / w)
+        if where == "too-far":
+            self.dropped += 1
+            log.debug("track %d: %s only seen beyond %.0f m; not a finding", tr.id, label,
+                      self.cfg.max_range_m)
+            return None
         when = self.trusted_utc(best.frame.captured_utc)
         if self._seen_before(label, position, when):
             self.suppressed += 1
@@ -216,8 +221,9 @@ class EventBuilder:
                      config_version=self.config_version, attributes=attrs, crop_jpeg=crop)
 
     def _position(self, tr: Track, aspect: float) -> tuple[Position | None, str]:
-        points: list[tuple[float, float]] = []
+        points: list[tuple[float, float, float]] = []  # (distance, lat, lon)
         vehicle: list[GeoTag] = []
+        far = 0
         for o in tr.observations:
             tag = self.positions(self.trusted_utc(o.captured_utc))
             if tag is None:
@@ -231,17 +237,26 @@ class EventBuilder:
             right, ahead = gp
             dist = math.hypot(right, ahead)
             if dist > self.cfg.max_range_m:
+                far += 1
                 continue
             brg = tag.heading_deg + math.degrees(math.atan2(right, ahead))
-            points.append(destination(tag.lat, tag.lon, brg, dist))
+            points.append((dist, *destination(tag.lat, tag.lon, brg, dist)))
         if points:
-            # Nearer views place an object better; the median shrugs off outliers.
-            lat = statistics.median(p[0] for p in points)
-            lon = statistics.median(p[1] for p in points)
+            # A ground point's error grows with the square of its distance (a pixel of box
+            # bottom is metres far away), so only the nearest views place the object; the
+            # median of those shrugs off outliers.
+            points.sort()
+            points = points[:max(3, len(points) // 3)]
+            lat = statistics.median(p[1] for p in points)
+            lon = statistics.median(p[2] for p in points)
             frame = LocalFrame(lat, lon)
-            spread = statistics.median(math.hypot(*frame.to_en(*p)) for p in points)
+            spread = statistics.median(math.hypot(*frame.to_en(p[1], p[2])) for p in points)
             gps = statistics.median(t.accuracy_m for t in vehicle)
             return Position(lat, lon, round(math.hypot(gps, spread) + 1.0, 1), "object"), "object"
+        if far:
+            # Only ever seen beyond range: placed tens of metres wrong, and an object beside
+            # the route is seen again from close by, so this view is not a finding.
+            return None, "too-far"
         if vehicle:
             t = vehicle[len(vehicle) // 2]
             # Within camera range of the vehicle, but where exactly is unknown.
