@@ -70,7 +70,7 @@ def drive_past(obj: tuple[float, float], seconds: float = 6.0, fps: float = 10.0
         if x2 > 1.0 or x1 < 0:
             dets.append([])
             continue
-        dets.append([Detection("garbage", 0, 0.8, (x1, y1, x2, y2))])
+        dets.append([Detection("garbage", 0, 0.9, (x1, y1, x2, y2))])
     return h, frames, dets
 
 
@@ -109,6 +109,19 @@ def test_second_lap_is_not_a_second_event() -> None:
     hist2, frames2, dets2 = drive_past(obj, t0=later)
     b.positions = hist2.position_at
     assert run(b, frames2, dets2) == [] and b.suppressed == 1
+
+
+def test_an_object_only_seen_from_afar_is_not_a_finding() -> None:
+    """Seen for 2 s from 70-50 m away (the vehicle turned off before reaching it): every
+    view is beyond max_range_m, where a pixel of box bottom is metres, so no finding."""
+    obj = destination(*destination(*ORIGIN, 0.0, 70.0), 90.0, 5.0)
+    hist, frames, dets = drive_past(obj, seconds=2.0, speed=10.0)
+    b = EventBuilder(EventsConfig(max_range_m=35.0), CAM_CFG, hist.position_at, Redactor())
+    assert run(b, frames, dets) == [] and b.dropped == 1
+    # the same views count once the range allows them
+    b = EventBuilder(EventsConfig(max_range_m=80.0), CAM_CFG, hist.position_at, Redactor())
+    (ev,) = run(b, frames, dets)
+    assert ev.position is not None and ev.position.source == "object"
 
 
 def test_without_gps_the_event_has_no_invented_position() -> None:
