@@ -174,6 +174,9 @@ def train(args: argparse.Namespace, scenes: np.ndarray, boxes: list[list[data.Bo
     else:
         ds = gridnet.make_zoom_dataset(scenes, boxes, args.size, grid, nc, args.batch,
                                        args.seed, zoom_p=args.zoom)
+    if args.init_weights:
+        # Fine-tuning: start from a trained network (same layers at any input size).
+        net.load_weights(args.init_weights)
     net.compile(optimizer=tf.keras.optimizers.Adam(args.lr), loss=loss)
     ckpt = CKPT_DIR / f"seed{args.seed}"
     ckpt.mkdir(parents=True, exist_ok=True)
@@ -411,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="scene rendering processes")
     ap.add_argument("--weights", type=Path, default=None,
                     help="skip training: export and evaluate these Keras weights")
+    ap.add_argument("--init-weights", type=Path, default=None,
+                    help="fine-tune: start training from these Keras weights")
     ap.add_argument("--trained-steps", type=int, default=0,
                     help="with --weights: the steps those weights had, for the card")
     ap.add_argument("--trained-minutes", type=float, default=0.0,
