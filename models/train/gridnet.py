@@ -144,6 +144,25 @@ def encode_targets(boxes: Iterable[Box], size: int, grid: int, num_classes: int)
     return t
 
 
+def _giou(s: tf.Tensor, y_true: tf.Tensor, grid: int) -> tf.Tensor:
+    """Per-cell GIoU of the predicted box (sigmoids ``s``: cx, cy in the cell, w, h as input
+    fractions) against the target's, both relative to the same cell origin, in fractions
+    of the input whose grid has ``grid`` cells a side."""
+    px, py = s[..., 0] / grid, s[..., 1] / grid
+    tx, ty = y_true[..., 1] / grid, y_true[..., 2] / grid
+    pw, ph, tw, th = s[..., 2], s[..., 3], y_true[..., 3], y_true[..., 4]
+    ix = tf.maximum(0.0, tf.minimum(px + pw / 2, tx + tw / 2)
+                    - tf.maximum(px - pw / 2, tx - tw / 2))
+    iy = tf.maximum(0.0, tf.minimum(py + ph / 2, ty + th / 2)
+                    - tf.maximum(py - ph / 2, ty - th / 2))
+    inter = ix * iy
+    union = pw * ph + tw * th - inter + 1e-9
+    cw = tf.maximum(px + pw / 2, tx + tw / 2) - tf.minimum(px - pw / 2, tx - tw / 2)
+    ch = tf.maximum(py + ph / 2, ty + th / 2) - tf.minimum(py - ph / 2, ty - th / 2)
+    hull = cw * ch + 1e-9
+    return inter / union - (hull - union) / hull
+
+
 def grid_loss(grid: int, box_weight: float = 2.0) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """Focal BCE objectness + BCE centre/size + GIoU box + BCE classes, per positive cell.
 
@@ -163,21 +182,7 @@ def grid_loss(grid: int, box_weight: float = 2.0) -> Callable[[tf.Tensor, tf.Ten
             tf.nn.sigmoid_cross_entropy_with_logits(y_true[..., 1:5], logits[..., 1:5]),
             axis=-1)) / npos
 
-        s = tf.sigmoid(logits[..., 1:5])
-        # Both boxes relative to the same cell origin, in input fractions.
-        px, py = s[..., 0] / grid, s[..., 1] / grid
-        tx, ty = y_true[..., 1] / grid, y_true[..., 2] / grid
-        pw, ph, tw, th = s[..., 2], s[..., 3], y_true[..., 3], y_true[..., 4]
-        ix = tf.maximum(0.0, tf.minimum(px + pw / 2, tx + tw / 2)
-                        - tf.maximum(px - pw / 2, tx - tw / 2))
-        iy = tf.maximum(0.0, tf.minimum(py + ph / 2, ty + th / 2)
-                        - tf.maximum(py - ph / 2, ty - th / 2))
-        inter = ix * iy
-        union = pw * ph + tw * th - inter + 1e-9
-        cw = tf.maximum(px + pw / 2, tx + tw / 2) - tf.minimum(px - pw / 2, tx - tw / 2)
-        ch = tf.maximum(py + ph / 2, ty + th / 2) - tf.minimum(py - ph / 2, ty - th / 2)
-        hull = cw * ch + 1e-9
-        giou = inter / union - (hull - union) / hull
+        giou = _giou(tf.sigmoid(logits[..., 1:5]), y_true, grid)
         l_giou = tf.reduce_sum(obj_t * (1.0 - giou)) / npos
 
         l_cls = tf.reduce_sum(obj_t * tf.reduce_sum(
@@ -412,20 +417,7 @@ def dense_grid_loss(grid: int, num_classes: int, box_weight: float = 2.0,
               + 4.0 * tf.abs(tf.sqrt(s[..., 3] + 1e-6) - tf.sqrt(y_true[..., 4] + 1e-6)))
         l_l1 = tf.reduce_sum(bmask * l1) / nbox
 
-        px, py = s[..., 0] / grid, s[..., 1] / grid
-        tx, ty = y_true[..., 1] / grid, y_true[..., 2] / grid
-        pw, ph, tw, th = s[..., 2], s[..., 3], y_true[..., 3], y_true[..., 4]
-        ix = tf.maximum(0.0, tf.minimum(px + pw / 2, tx + tw / 2)
-                        - tf.maximum(px - pw / 2, tx - tw / 2))
-        iy = tf.maximum(0.0, tf.minimum(py + ph / 2, ty + th / 2)
-                        - tf.maximum(py - ph / 2, ty - th / 2))
-        inter = ix * iy
-        union = pw * ph + tw * th - inter + 1e-9
-        cw = tf.maximum(px + pw / 2, tx + tw / 2) - tf.minimum(px - pw / 2, tx - tw / 2)
-        ch = tf.maximum(py + ph / 2, ty + th / 2) - tf.minimum(py - ph / 2, ty - th / 2)
-        hull = cw * ch + 1e-9
-        giou = inter / union - (hull - union) / hull
-        l_giou = tf.reduce_sum(bmask * (1.0 - giou)) / nbox
+        l_giou = tf.reduce_sum(bmask * (1.0 - _giou(s, y_true, grid))) / nbox
 
         l_cls = tf.reduce_sum(obj_t * tf.reduce_sum(
             tf.nn.sigmoid_cross_entropy_with_logits(y_true[..., 5:ch_box], logits[..., 5:]),
