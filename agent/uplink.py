@@ -26,7 +26,6 @@ Delivery rules (the contract in docs/mqtt.md):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import ssl
@@ -111,8 +110,7 @@ def event_message(stored: StoredEvent, device_id: str, topics: Topics) -> dict[s
         # failed to encode): the receiver must not wait for one that will never come.
         "crop": None if ev.crop_jpeg is None else {
             "topic": topics.crop(ev.id), "content_type": "image/jpeg",
-            "bytes": len(ev.crop_jpeg),
-            "sha256": stored.crop_sha256 or hashlib.sha256(ev.crop_jpeg).hexdigest()},
+            "bytes": len(ev.crop_jpeg), "sha256": stored.crop_sha256},
         "attributes": ev.attributes,
     }
 
