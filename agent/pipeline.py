@@ -366,18 +366,16 @@ def replay(cfg: Config, video: Path, nmea: Path, speed: str = "max",
         if gpsd is not None:
             speed = "1"
             summary.gps_mode = f"gpsd at {gpsd[0]}:{gpsd[1]}"
-            reader = GpsdReader(gpsd[0], gpsd[1], history, reconnect_min_s=0.2,
-                                reconnect_max_s=1.0)
-            reader.start()
-        elif speed == "max":
-            history.extend(fixes)
-        else:
+        elif speed != "max":
             summary.gps_mode = "gpsd (gpsfake)"
             span = (fixes[-1].utc - fixes[0].utc).total_seconds() if len(fixes) > 1 else 1.0
             lines = max(1, nstats.sentences)
             gpsfake = _Gpsfake(nmea, cycle_s=max(0.01, span / lines))
-            reader = GpsdReader("127.0.0.1", gpsfake.port, history, reconnect_min_s=0.2,
-                                reconnect_max_s=1.0)
+            gpsd = ("127.0.0.1", gpsfake.port)
+        if gpsd is None:
+            history.extend(fixes)
+        else:
+            reader = GpsdReader(*gpsd, history, reconnect_min_s=0.2, reconnect_max_s=1.0)
             reader.start()
         t0 = time.monotonic()
         first_mono: float | None = None
