@@ -110,6 +110,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 # --- replay and evaluate --------------------------------------------------------
 
+def _host_port(value: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` (the last colon splits, so a bare IPv6 host works), or None."""
+    host, _, port = value.rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
+
+
 def _replay_config(args: argparse.Namespace) -> Config:
     from agent.config import parse_config
 
@@ -124,11 +130,11 @@ def _replay_config(args: argparse.Namespace) -> Config:
     elif not args.config:
         data.setdefault("store", {})["path"] = "replay.db"
     if args.broker:
-        host, _, port = args.broker.rpartition(":")
-        if not host or not port.isdigit():
+        broker = _host_port(args.broker)
+        if broker is None:
             raise ConfigError("--broker", [f"--broker = {args.broker!r}: expected HOST:PORT"])
         mq = data.get("mqtt") or {}
-        mq.update({"host": host, "port": int(port)})
+        mq.update({"host": broker[0], "port": broker[1]})
         data["mqtt"] = mq
     return parse_config(data, source=args.config or "replay options")
 
@@ -151,12 +157,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for p in (args.video, args.nmea):
         if not Path(p).is_file():
             return _fail(f"{p}: no such file", 2)
-    gpsd = None
-    if args.gpsd:
-        host, _, port = args.gpsd.rpartition(":")
-        if not host or not port.isdigit():
-            return _fail(f"--gpsd {args.gpsd!r}: expected HOST:PORT", 2)
-        gpsd = (host, int(port))
+    gpsd = _host_port(args.gpsd) if args.gpsd else None
+    if args.gpsd and gpsd is None:
+        return _fail(f"--gpsd {args.gpsd!r}: expected HOST:PORT", 2)
     try:
         s = replay(cfg, Path(args.video), Path(args.nmea), speed=args.speed, start_utc=start,
                    store_path=cfg.store.path, gpsd=gpsd)
