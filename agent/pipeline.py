@@ -317,7 +317,15 @@ class _Gpsfake:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(timeout=10)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            # gpsfake sometimes sits in its own shutdown (waiting on its gpsd) well past a
+            # SIGTERM; the replay is over and its results stored, so end the group outright.
+            log.warning("gpsfake did not stop on SIGTERM; killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
 
 
 def replay(cfg: Config, video: Path, nmea: Path, speed: str = "max",
