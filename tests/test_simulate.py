@@ -17,7 +17,7 @@ import pytest
 
 from agent.geo import LocalFrame, destination, haversine_m, initial_bearing_deg
 from agent.nmea import read_nmea
-from agent.simulate import CLASSES, render_training_scene
+from agent.simulate import CLASSES, CLUTTER_KINDS, render_training_scene
 from agent.simulate.drive import add_parser, simulate_drive
 from agent.simulate.road import distance_to_polyline
 from agent.simulate.route import RouteError, drive_along, generate_path, read_gpx
@@ -81,6 +81,23 @@ def test_training_scene_other_size() -> None:
     assert img.shape == (192, 256, 3)
     for _, x1, y1, x2, y2 in labels:
         assert 0 <= x1 < x2 <= 256 and 0 <= y1 < y2 <= 192
+
+
+def test_training_scene_clutter_boxes_for_hard_negatives() -> None:
+    """Asking for clutter adds the boxes of trees, cars, people, bushes to the same picture
+    and leaves the labels of the classes alone (training centres negative crops on them)."""
+    seen: set[str] = set()
+    for seed in range(40):
+        img, labels = render_training_scene(np.random.default_rng(seed))
+        c_img, c_labels = render_training_scene(np.random.default_rng(seed), clutter=True)
+        assert np.array_equal(img, c_img)
+        assert [la for la in c_labels if la[0] in CLASSES] == labels
+        for name, x1, y1, x2, y2 in c_labels:
+            assert name in CLASSES or name in CLUTTER_KINDS
+            assert 0 <= x1 < x2 <= 320 and 0 <= y1 < y2 <= 320
+            seen.add(name)
+    assert {"tree", "car", "bush", "pedestrian"} <= seen, seen
+
 
 
 # --- world and route ------------------------------------------------------------------

@@ -9,7 +9,7 @@ where, and how much of each is hidden by nearer things or cut by the frame edge.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -41,7 +41,7 @@ class Pose:
 
 @dataclass(frozen=True, slots=True)
 class Visible:
-    """A labelled object in the image: its box clipped to the frame, and how much shows."""
+    """An object in the image: its box clipped to the frame, and how much of it shows."""
 
     thing: Thing
     box: tuple[float, float, float, float]
@@ -192,9 +192,10 @@ def _boxes(cam: Camera, pose: Pose, things: Sequence[Thing]) -> list[tuple[float
 
 def render_view(cam: Camera, pose: Pose, roads: Sequence[Road], walls: Sequence[Wall],
                 things: Sequence[Thing], look: Look, r: np.random.Generator,
-                speed_frac: float = 1.0, effects: bool = True) -> tuple[np.ndarray,
-                                                                       list[Visible]]:
-    """The camera image from `pose`, and the labelled objects visible in it.
+                speed_frac: float = 1.0, effects: bool = True,
+                kinds: Collection[str] = LABELLED_KINDS) -> tuple[np.ndarray, list[Visible]]:
+    """The camera image from `pose`, and the objects of `kinds` (default: the labelled
+    ones) visible in it.
 
     `r` only drives per-frame randomness (rain streaks, noise); the world's appearance comes
     from the seeds it carries, so the same pose gives the same picture apart from noise.
@@ -208,17 +209,18 @@ def render_view(cam: Camera, pose: Pose, roads: Sequence[Road], walls: Sequence[
     placed = _boxes(cam, pose, things)
     for _, t, b in placed:
         draw_object(img, t.kind, (float(b[0]), float(b[1]), float(b[2]), float(b[3])), t.seed)
-    visible = _visibility(cam, placed)
+    visible = _visibility(cam, placed, kinds)
     if effects:
         img = apply_look(img, look, r, horizon, speed_frac)
     return img, visible
 
 
-def _visibility(cam: Camera, placed: list[tuple[float, Thing, np.ndarray]]) -> list[Visible]:
+def _visibility(cam: Camera, placed: list[tuple[float, Thing, np.ndarray]],
+                kinds: Collection[str]) -> list[Visible]:
     out: list[Visible] = []
     w, h = cam.width, cam.height
     for k, (dist, t, b) in enumerate(placed):
-        if t.kind not in LABELLED_KINDS:
+        if t.kind not in kinds:
             continue
         x1, y1, x2, y2 = (float(v) for v in b)
         area = max(1e-6, (x2 - x1) * (y2 - y1))

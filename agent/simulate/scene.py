@@ -1,8 +1,13 @@
 """Training scenes for the project's detector (models/train uses this module).
 
     CLASSES = ("garbage", "banner", "construction", "bin", "sign")
-    render_training_scene(rng, width=320, height=320)
+    render_training_scene(rng, width=320, height=320, clutter=False)
         -> (BGR uint8 image, [(class, x1, y1, x2, y2)])
+
+With ``clutter=True`` the list also holds the visible road-side clutter (trees, lamps,
+poles, cars, pedestrians, bushes) under its own kind name, from ``CLUTTER_KINDS``: not
+classes to detect, but places where training should show the detector what is NOT a
+finding (hard negatives). The image is the same either way.
 
 Each call builds a small random road-side world around a vehicle and renders it through
 the same camera, renderer and sprites as the sample drives (agent/simulate/render.py), so
@@ -29,7 +34,9 @@ from agent.simulate.camera import Camera
 from agent.simulate.look import random_look
 from agent.simulate.render import Pose, render_view
 from agent.simulate.road import Road, Thing, Wall
-from agent.simulate.sprites import object_size
+from agent.simulate.sprites import CLUTTER_KINDS, LABELLED_KINDS, object_size
+
+__all__ = ["CLASSES", "CLUTTER_KINDS", "render_training_scene"]
 
 CLASSES: tuple[str, ...] = ("garbage", "banner", "construction", "bin", "sign")
 CLASS_WEIGHTS = np.array([0.26, 0.2, 0.2, 0.17, 0.17])
@@ -121,22 +128,24 @@ def _local_world(r: np.random.Generator) -> tuple[Road, list[Wall], list[Thing]]
     return road, walls, things
 
 
-def render_training_scene(rng: np.random.Generator, width: int = 320, height: int = 320
-                          ) -> tuple[np.ndarray, list[Label]]:
+def render_training_scene(rng: np.random.Generator, width: int = 320, height: int = 320,
+                          clutter: bool = False) -> tuple[np.ndarray, list[Label]]:
     """One random road-side scene: a BGR uint8 (height, width, 3) image and its labels.
 
     Labels are (class, x1, y1, x2, y2) in pixels of the returned image, clipped to the
     frame (and to the picture area inside letterbox bars); objects less than 40% visible or
     thinner than 6 px are left out (they are still drawn). Deterministic for a given
-    Generator state.
+    Generator state. ``clutter`` adds the clutter's boxes, by the same rules.
     """
+    kinds = LABELLED_KINDS + CLUTTER_KINDS if clutter else LABELLED_KINDS
     road, walls, things = _local_world(rng)
     look = random_look(rng)
     pose = Pose(0.0, 0.0, float(rng.normal(0, 3.0)))
     speed = float(rng.uniform(0.0, 1.0))
     if rng.random() < LETTERBOX_SHARE:
         cam = random_camera(rng, 640, 360)
-        frame, vis = render_view(cam, pose, [road], walls, things, look, rng, speed)
+        frame, vis = render_view(cam, pose, [road], walls, things, look, rng, speed,
+                                 kinds=kinds)
         scale = min(width / cam.width, height / cam.height)
         nw, nh = max(1, round(cam.width * scale)), max(1, round(cam.height * scale))
         px, py = (width - nw) // 2, (height - nh) // 2
@@ -149,7 +158,8 @@ def render_training_scene(rng: np.random.Generator, width: int = 320, height: in
         rw = max(width, math.ceil(height * 16 / 9))
         rh = max(height, math.ceil(rw * 9 / 16))
         cam = random_camera(rng, rw, rh)
-        frame, vis = render_view(cam, pose, [road], walls, things, look, rng, speed)
+        frame, vis = render_view(cam, pose, [road], walls, things, look, rng, speed,
+                                 kinds=kinds)
         cx = int(rng.integers(0, rw - width + 1))
         cy = int(rng.integers(0, rh - height + 1))
         out = np.ascontiguousarray(frame[cy:cy + height, cx:cx + width])

@@ -13,6 +13,11 @@ Two sources, same output (RGB uint8 images letterboxed into the square model inp
   photo, classes in :data:`CLASSES` order. Photos are letterboxed exactly as the agent does
   at run time (``agent.detector.letterbox``: aspect kept, grey 114 bars).
 
+Training scenes also carry the visible road-side clutter (trees, poles, cars, pedestrians,
+bushes) as boxes with negative class ids (:func:`clutter_id`): training crops centred on them
+are the hard negatives that teach the model what is not a finding. Only code that asks for them
+(``clutter=True``) sees them; evaluation never does.
+
 Rendered scenes are cached as .npz under /tmp (never in the repository).
 """
 
@@ -27,11 +32,20 @@ import cv2
 import numpy as np
 
 from agent.detector import letterbox
+from agent.simulate import CLASSES as SIM_CLASSES
+from agent.simulate import CLUTTER_KINDS, render_training_scene
 
 CLASSES = ["garbage", "banner", "construction", "bin", "sign"]
 """Model class order. bin (legal public trash bin) and sign (legal road sign) are distractor
 classes: learning them keeps the model from calling them garbage / banner; the agent only
 reports the first three."""
+
+
+def clutter_id(kind: str) -> int:
+    """Class id of a clutter box: -2, -3, ... by kind (a hard-negative anchor, never a
+    target; -1 marks ignore regions inside training)."""
+    return -2 - CLUTTER_KINDS.index(kind)
+
 TRAIN_STREAM = 2
 EVAL_STREAM = 3
 SCENE_SIZE = 320
@@ -41,26 +55,35 @@ Box = tuple[int, float, float, float, float]
 
 
 def _render(args: tuple[np.random.SeedSequence, int]) -> tuple[np.ndarray, list[Box]]:
-    """One scene, BGR at SCENE_SIZE, boxes in its pixels (run in a worker process)."""
-    try:
-        from agent.simulate.scene import CLASSES as SIM_CLASSES
-        from agent.simulate.scene import render_training_scene
-    except ImportError:
-        from agent.simulate import CLASSES as SIM_CLASSES
-        from agent.simulate import render_training_scene
+    """One scene, BGR at SCENE_SIZE, boxes (clutter included) in its pixels (run in a worker
+    process)."""
     seq, size = args
-    img, boxes = render_training_scene(np.random.default_rng(seq), width=size, height=size)
+    img, boxes = render_training_scene(np.random.default_rng(seq), width=size, height=size,
+                                       clutter=True)
     out: list[Box] = []
     for name, x1, y1, x2, y2 in boxes:
-        if name not in CLASSES:
+        if name in CLUTTER_KINDS:
+            c = clutter_id(name)
+        elif name in CLASSES:
+            c = CLASSES.index(name)
+        else:
             raise ValueError(f"scene class {name!r} is not one of {CLASSES} ({SIM_CLASSES})")
-        out.append((CLASSES.index(name), float(x1), float(y1), float(x2), float(y2)))
+        out.append((c, float(x1), float(y1), float(x2), float(y2)))
     return np.ascontiguousarray(img, dtype=np.uint8), out
 
 
-def synthetic_scenes(seed: int, stream: int, count: int,
-                     workers: int = 2) -> tuple[np.ndarray, list[list[Box]]]:
-    """``count`` scenes (BGR, SCENE_SIZE square) from ``SeedSequence([seed, stream])``."""
+def synthetic_scenes(seed: int, stream: int, count: int, workers: int = 2,
+                     clutter: bool = False) -> tuple[np.ndarray, list[list[Box]]]:
+    """``count`` scenes (BGR, SCENE_SIZE square) from ``SeedSequence([seed, stream])``;
+    ``clutter`` keeps the clutter boxes (negative ids) in the lists."""
+    images, boxes = _scenes(seed, stream, count, workers)
+    if not clutter:
+        boxes = [[b for b in bx if b[0] >= 0] for bx in boxes]
+    return images, boxes
+
+
+def _scenes(seed: int, stream: int, count: int,
+            workers: int) -> tuple[np.ndarray, list[list[Box]]]:
     key = hashlib.sha1(_scene_code_fingerprint().encode()).hexdigest()[:10]
     path = CACHE / f"scenes_{seed}_{stream}_{count}_{SCENE_SIZE}_{key}.npz"
     if path.is_file():
@@ -83,12 +106,10 @@ def synthetic_scenes(seed: int, stream: int, count: int,
 
 
 def _scene_code_fingerprint() -> str:
-    """The scene generator's source, so that a changed generator invalidates the cache."""
-    try:
-        import agent.simulate.scene as scene
-        return Path(scene.__file__).read_text(encoding="utf-8")
-    except (ImportError, OSError):
-        return ""
+    """The scene generator's and this module's source, so that a change to either
+    invalidates the cache."""
+    import agent.simulate.scene as scene
+    return "".join(Path(f).read_text(encoding="utf-8") for f in (scene.__file__, __file__))
 
 
 def to_model_input(images_bgr: np.ndarray, boxes: list[list[Box]],

@@ -439,6 +439,7 @@ def zoom_sample(img_bgr: np.ndarray, boxes: list[Box], size: int, rng: np.random
     ``min_inside`` inside the crop become ignore regions.
     """
     side = img_bgr.shape[0]
+    boxes = [b for b in boxes if b[0] >= 0]  # clutter boxes are only crop anchors
     ignore: list[tuple[float, float, float, float]] = []
     if boxes and rng.random() < zoom_p:
         _c, ox1, oy1, ox2, oy2 = boxes[int(rng.integers(len(boxes)))]
@@ -519,16 +520,34 @@ def make_zoom_dataset(scenes_bgr: np.ndarray, boxes: Sequence[list[Box]], size: 
 
 def crop_sample(img: np.ndarray, boxes: list[Box], crop: int, rng: np.random.Generator,
                 obj_p: float = 0.8, scale_range: tuple[float, float] = (0.8, 1.25),
-                min_inside: float = 0.5
+                min_inside: float = 0.5, clutter_p: float = 0.0
                 ) -> tuple[np.ndarray, list[Box], list[tuple[float, float, float, float]]]:
-    """A ``crop`` square of an RGB model-input image, scale-jittered a little, usually
-    holding a random object; boxes less than ``min_inside`` inside become ignore regions."""
+    """A ``crop`` square of an RGB model-input image, scale-jittered a little.
+
+    With probability ``obj_p`` the crop holds a random object; with ``clutter_p`` it holds a
+    random clutter box (class id < 0, one per kind of clutter: a tree, a bush, a pedestrian;
+    never a target), a hard negative; otherwise it lies anywhere. Boxes less than
+    ``min_inside`` inside become ignore regions.
+    """
     size = img.shape[0]
+    objects = [b for b in boxes if b[0] >= 0]
+    clutter = [b for b in boxes if b[0] < 0]
     k = float(rng.uniform(*scale_range))
     s = int(min(size, round(crop / k)))
     k = crop / s
-    if boxes and rng.random() < obj_p:
-        _c, ox1, oy1, ox2, oy2 = boxes[int(rng.integers(len(boxes)))]
+    u = rng.random()
+    anchor = None
+    if objects and u < obj_p:
+        anchor = objects[int(rng.integers(len(objects)))]
+    elif clutter and obj_p <= u < obj_p + clutter_p:
+        # a kind first, then one of its boxes: rows of trees and lamps would otherwise
+        # crowd out the rarer bushes and pedestrians
+        kinds = sorted({b[0] for b in clutter})
+        kind = kinds[int(rng.integers(len(kinds)))]
+        some = [b for b in clutter if b[0] == kind]
+        anchor = some[int(rng.integers(len(some)))]
+    if anchor is not None:
+        _c, ox1, oy1, ox2, oy2 = anchor
         lo_x, hi_x = int(ox2) - s, int(ox1)
         lo_y, hi_y = int(oy2) - s, int(oy1)
         x0 = int(rng.integers(min(lo_x, hi_x), max(lo_x, hi_x) + 1))
@@ -539,7 +558,7 @@ def crop_sample(img: np.ndarray, boxes: list[Box], crop: int, rng: np.random.Gen
     out = cv2.resize(img[y0:y0 + s, x0:x0 + s], (crop, crop), interpolation=cv2.INTER_LINEAR)
     kept: list[Box] = []
     ignore: list[tuple[float, float, float, float]] = []
-    for c, x1, y1, x2, y2 in boxes:
+    for c, x1, y1, x2, y2 in objects:
         cx1, cy1, cx2, cy2 = max(x1, x0), max(y1, y0), min(x2, x0 + s), min(y2, y0 + s)
         if cx2 <= cx1 or cy2 <= cy1:
             continue
@@ -551,12 +570,13 @@ def crop_sample(img: np.ndarray, boxes: list[Box], crop: int, rng: np.random.Gen
 
 def make_crop_dataset(images_rgb: np.ndarray, boxes: Sequence[list[Box]], crop: int,
                       stride: int, num_classes: int, batch: int, seed: int,
-                      obj_p: float = 0.8) -> tf.data.Dataset:
+                      obj_p: float = 0.8, clutter_p: float = 0.0) -> tf.data.Dataset:
     """Endless shuffled batches of (crop in [0, 1], dense target) from model-input images.
 
     Box sizes in the targets are fractions of the full image side (the exported input)."""
     return _augmented_dataset(
         len(images_rgb),
-        lambda i, rng: crop_sample(images_rgb[i], list(boxes[i]), crop, rng, obj_p),
+        lambda i, rng: crop_sample(images_rgb[i], list(boxes[i]), crop, rng, obj_p,
+                                   clutter_p=clutter_p),
         crop, crop // stride, num_classes, batch,
         np.random.default_rng(np.random.SeedSequence([seed, 8])), wh_norm=images_rgb.shape[1])

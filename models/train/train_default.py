@@ -72,7 +72,7 @@ def load_training_set(args: argparse.Namespace) -> tuple[np.ndarray, list[list[d
     if not args.no_synthetic:
         t0 = time.time()
         bgr, bx = data.synthetic_scenes(args.seed, data.TRAIN_STREAM, args.train_scenes,
-                                        workers=args.workers)
+                                        workers=args.workers, clutter=True)
         print(f"{len(bgr)} synthetic scenes in {time.time() - t0:.0f} s", flush=True)
         images.append(bgr)
         boxes += bx
@@ -167,10 +167,11 @@ def train(args: argparse.Namespace, scenes: np.ndarray, boxes: list[list[data.Bo
         net = gridnet.build_grid_net(args.crop, nc, width=args.width, name=NAME,
                                      bn_momentum=0.9)
         ds = gridnet.make_crop_dataset(images, image_boxes, args.crop, STRIDE, nc, args.batch,
-                                       args.seed, obj_p=args.crop_objects)
+                                       args.seed, obj_p=args.crop_objects,
+                                       clutter_p=args.crop_clutter)
         check = [(x.numpy(), y.numpy()) for x, y in gridnet.make_crop_dataset(
             images, image_boxes, args.crop, STRIDE, nc, 64, args.seed + 1000,
-            obj_p=args.crop_objects).take(3)]
+            obj_p=args.crop_objects, clutter_p=args.crop_clutter).take(3)]
     else:
         ds = gridnet.make_zoom_dataset(scenes, boxes, args.size, grid, nc, args.batch,
                                        args.seed, zoom_p=args.zoom)
@@ -240,7 +241,9 @@ def write_model_card(path: Path, args: argparse.Namespace, res: dict, train_s: f
         aug = (f"native-scale crops: each sample is a {args.crop}x{args.crop} crop of a scene "
                f"already letterboxed into the {args.size}x{args.size} input (so objects have "
                f"their run-time size, jittered 0.8-1.25x), {args.crop_objects:.0%} of them "
-               "placed around a random object; the fully convolutional network trained on "
+               f"placed around a random object, {args.crop_clutter:.0%} around a random piece "
+               "of unlabelled road-side clutter (tree, lamp, pole, car, pedestrian, bush: hard "
+               "negatives), the rest anywhere; the fully convolutional network trained on "
                f"crops is exported at {args.size}x{args.size}; horizontal flip, "
                "brightness/contrast jitter")
     else:
@@ -354,8 +357,8 @@ pip install -e '.[train]'        # tensorflow-cpu {tf.__version__}; better in a 
 python models/train/train_default.py --seed {args.seed} --out models/ \\
     --size {args.size} --width {args.width} --train-scenes {args.train_scenes} \\
     --batch {args.batch} --lr {args.lr:g} --zoom {args.zoom:g} --crop {args.crop} \\
-    --crop-objects {args.crop_objects:g} --obj-alpha {args.obj_alpha:g} \\
-    --obj-gamma {args.obj_gamma:g} \\
+    --crop-objects {args.crop_objects:g} --crop-clutter {args.crop_clutter:g} \\
+    --obj-alpha {args.obj_alpha:g} --obj-gamma {args.obj_gamma:g} \\
     --max-minutes {args.max_minutes:g} --eval-seed {args.eval_seed} --eval-scenes {res["n_scenes"]}
 python models/train/evaluate.py models/civil-complaint.tflite --eval-seed {args.eval_seed} \\
     -n {res["n_scenes"]}
@@ -398,8 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--zoom", type=float, default=0.6, help="share of zoom-in crops")
     ap.add_argument("--crop", type=int, default=128,
                     help="train on native-scale crops of this side (0: zoom-in recipe)")
-    ap.add_argument("--crop-objects", type=float, default=0.8,
+    ap.add_argument("--crop-objects", type=float, default=0.65,
                     help="share of crops placed around an object")
+    ap.add_argument("--crop-clutter", type=float, default=0.25,
+                    help="share of crops placed around road-side clutter (hard negatives)")
     ap.add_argument("--obj-alpha", type=float, default=0.75, help="objectness focal alpha")
     ap.add_argument("--obj-gamma", type=float, default=0.0,
                     help="objectness focal gamma (0: plain weighted BCE)")
