@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {path} ({path.stat().st_size} bytes)", flush=True)
 
     ev_img, ev_box = data.synthetic_scenes(args.eval_seed, data.EVAL_STREAM, args.eval_scenes,
-                                           workers=args.workers)
+                                           workers=args.workers, clutter=True)
     res = evaluate.evaluate(path, ev_img, ev_box)
     res["invoke_ms"] = {t: evaluate.invoke_ms(path, t) for t in (1, 4)}
     print(json.dumps(res, indent=2), flush=True)
