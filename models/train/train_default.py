@@ -234,6 +234,9 @@ def write_model_card(path: Path, args: argparse.Namespace, res: dict, train_s: f
                   f"{check['pos_mean']:.2f} mean at positive cells vs {check['neg_mean']:.3f} "
                   f"at background cells.")
     inv = res["invoke_ms"]
+    fa = res["false_alarms"]
+    fa_rows = "\n".join(f"| {k} | {fa['clutter_boxes'].get(k, '-')} | {n} |"
+                         for k, n in fa["on"].items())
     data_line = (f"{n_train} synthetic scenes" if not args.data else
                  f"{n_train} images (synthetic: {not args.no_synthetic}; photos from "
                  f"{args.data})")
@@ -332,6 +335,20 @@ interpolation.
 {res["map50_all_big"]:.3f}. The ">= {res["min_px"]:g} px" column is COCO area-range style:
 smaller objects and small unmatched detections count neither way. It is the figure that
 matters for a drive-by, where an object grows as the vehicle approaches it.
+
+## False alarms (same held-out scenes)
+Detections of garbage, banner or construction scoring at least {fa["threshold"]:g} (the agent's
+default `detector.score_threshold`) that overlap no labelled object (IoU < 0.3), counted by
+the road-side clutter under their centre: **{fa["per_100_scenes"]:.1f} per 100 scenes**.
+
+| sits on | boxes of it in the scenes | false alarms |
+| --- | --- | --- |
+{fa_rows}
+
+"background" is road, kerbs and walls, and also objects drawn but too hidden or small to be
+labelled. Per-frame alarms are not findings: the agent's tracker and event filters
+(`events.min_frames`, `events.min_score`, `events.max_range_m`) stand between them; see
+Limitations for what reaches the map.
 
 ## Speed
 Median `interpreter.invoke()` of 50 runs with ai-edge-litert (XNNPACK) on the machine that
