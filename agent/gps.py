@@ -24,6 +24,7 @@ import logging
 import math
 import statistics
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -256,6 +257,7 @@ class GpsdReader:
         self._client: Any = None
         self._thread: threading.Thread | None = None
         self._had_fix = False
+        self._lost_mono = 0.0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="gps", daemon=True)
@@ -315,8 +317,10 @@ class GpsdReader:
             self.stats.clock_offset_s = self.clock.offset_s
             self.history.add(fix)
             if self.stats.fix_lost_since is not None:
-                lost = (fix.utc - self.stats.fix_lost_since).total_seconds()
-                log.info("GPS fix regained after %.0f s", max(lost, 0.0))
+                # measured on this machine's monotonic clock: the loss may have started
+                # with gpsd unreachable, when there was no GPS time to compare with
+                lost = time.monotonic() - self._lost_mono
+                log.info("GPS fix regained after %.0f s", lost)
                 self.stats.fix_lost_since = None
             elif not self._had_fix:
                 log.info("GPS fix acquired (mode %dD)", fix.mode)
@@ -327,5 +331,6 @@ class GpsdReader:
     def _lost_fix(self, when: datetime, why: str) -> None:
         if self.stats.fix_lost_since is None and self._had_fix:
             self.stats.fix_lost_since = when
+            self._lost_mono = time.monotonic()
             self.stats.fix_losses += 1
             log.warning("GPS fix lost (%s): findings get no position until it returns", why)

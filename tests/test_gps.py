@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -109,7 +110,10 @@ def test_gpsd_restart_is_survived(caplog: pytest.LogCaptureFixture) -> None:
         reader.close()
         fake.stop()
     assert reader.stats.reconnects >= 1
-    assert "lost gpsd" in caplog.text and "GPS fix regained" in caplog.text
+    assert "lost gpsd" in caplog.text
+    # the outage is timed on this machine's clock: gpsd's replayed log time is years ago
+    m = re.search(r"GPS fix regained after (\d+) s", caplog.text)
+    assert m and int(m.group(1)) >= 1, caplog.text
 
 
 def test_a_receiver_without_fix_gives_no_position() -> None:
