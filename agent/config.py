@@ -126,7 +126,7 @@ class EventsConfig(Section):
     """Blur faces and licence plates before an image is stored. Off only by config."""
     min_frames: Annotated[int, Field(ge=1)] = 3
     """A track seen in fewer frames is noise, not a finding."""
-    min_score: Annotated[float, Field(ge=0, le=1)] = 0.85
+    min_score: Annotated[float, Field(ge=0, le=1)] = 0.9
     """A track's best detection score must reach this. An object passed at patrol speed is
     seen close up and scores high at least once; distractors (bushes, people) mostly do
     not (tuned on generated drives that the tests do not use)."""

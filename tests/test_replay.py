@@ -143,7 +143,7 @@ def test_the_sample_drive_gives_one_finding_per_object_in_its_place(tmp_path: Pa
     assert ev.returncode == 0, ev.stderr
     res = json.loads(ev.stdout)
     # precision: see the generated-drives test below
-    assert res["recall"] >= 0.75 and res["precision"] >= 0.4, res
+    assert res["recall"] >= 0.75 and res["precision"] >= 0.5, res
     assert res["events_per_object"] <= 1.25, res
     assert res["position_error_m_p50"] <= 8.0, res
     for e in _events(tmp_path / "out.db"):
@@ -157,9 +157,9 @@ DRIVE_SEEDS = (21, 22, 23, 24)
 def test_generated_drives_meet_the_evaluation_targets(tmp_path: Path) -> None:
     """Pooled over fresh generated drives: recall at least 0.9, at most 1.1 findings per
     object, median position error at most 5 m (the issue's targets). Precision is held at
-    0.4, not the 0.9 aimed for: the default model still fires on roadside bushes, people and
-    kerbs that its training under-samples (about one false finding per real one on these
-    drives; see models/MODEL_CARD.md). This test keeps it from getting worse."""
+    0.5, not the 0.9 aimed for (0.56 measured): most false findings are real objects seen
+    50-100 m ahead whose few-pixel boxes the model draws too tall, so they are placed tens
+    of metres short (see models/MODEL_CARD.md). This test keeps it from getting worse."""
     truth: list[TruthObject] = []
     found: list[tuple[str, float | None, float | None]] = []
     for seed in DRIVE_SEEDS:
@@ -181,6 +181,6 @@ def test_generated_drives_meet_the_evaluation_targets(tmp_path: Path) -> None:
     print(json.dumps(s.as_json()))
     assert s.objects >= 10
     assert s.recall >= 0.9, s
-    assert s.precision >= 0.4, s
+    assert s.precision >= 0.5, s
     assert s.events_per_object <= 1.1, s
     assert s.position_error_m_p50 is not None and s.position_error_m_p50 <= 5.0, s
