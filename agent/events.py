@@ -223,6 +223,7 @@ class EventBuilder:
     def _position(self, tr: Track, aspect: float) -> tuple[Position | None, str]:
         points: list[tuple[float, float, float]] = []  # (distance, lat, lon)
         vehicle: list[GeoTag] = []
+        seen_from: list[tuple[float, float]] = []  # vehicle lat/lon of each point
         far = 0
         for o in tr.observations:
             tag = self.positions(self.trusted_utc(o.captured_utc))
@@ -241,6 +242,11 @@ class EventBuilder:
                 continue
             brg = tag.heading_deg + math.degrees(math.atan2(right, ahead))
             points.append((dist, *destination(tag.lat, tag.lon, brg, dist)))
+            seen_from.append((tag.lat, tag.lon))
+        if self._moves_with_vehicle(points, seen_from):
+            # A place that keeps its distance ahead as the vehicle drives on is no place
+            # on the ground: a far object whose few-pixel box came out too tall.
+            return None, "too-far"
         if points:
             # A ground point's error grows with the square of its distance (a pixel of box
             # bottom is metres far away), so only the nearest views place the object; the
@@ -262,6 +268,28 @@ class EventBuilder:
             # Within camera range of the vehicle, but where exactly is unknown.
             return Position(t.lat, t.lon, round(t.accuracy_m + 10.0, 1), "vehicle"), "vehicle"
         return None, "no-fix"
+
+    def _moves_with_vehicle(self, points: list[tuple[float, float, float]],
+                            seen_from: list[tuple[float, float]]) -> bool:
+        """Whether the track's ground points travel along with the vehicle: between the
+        first and the last third of the views, the point moved more than
+        ``events.max_drift`` of the vehicle's own travel (at least 5 m of it). A real
+        object stands still; a far one placed short stays the same distance ahead."""
+        n = len(points)
+        if n < 6:
+            return False
+        k = n // 3
+        frame = LocalFrame(*seen_from[0])
+
+        def mid(pts: list[tuple[float, float]]) -> tuple[float, float]:
+            en = [frame.to_en(la, lo) for la, lo in pts]
+            return statistics.median(x for x, _ in en), statistics.median(y for _, y in en)
+        g0, g1 = mid([p[1:] for p in points[:k]]), mid([p[1:] for p in points[-k:]])
+        v0, v1 = mid(seen_from[:k]), mid(seen_from[-k:])
+        travel = math.hypot(v1[0] - v0[0], v1[1] - v0[1])
+        if travel < 5.0:
+            return False
+        return math.hypot(g1[0] - g0[0], g1[1] - g0[1]) > self.cfg.max_drift * travel
 
     def _seen_before(self, label: str, pos: Position | None, when: datetime) -> bool:
         window = timedelta(hours=self.cfg.dedup_window_h)

@@ -124,6 +124,28 @@ def test_an_object_only_seen_from_afar_is_not_a_finding() -> None:
     assert ev.position is not None and ev.position.source == "object"
 
 
+def test_a_place_that_keeps_its_distance_ahead_is_not_a_finding() -> None:
+    """A far object whose few-pixel box the detector draws too tall: its box stays put
+    while the vehicle drives 36 m, so it reads as 20 m ahead in every frame. A real object
+    at that place would come nearer; this one is not placed and not a finding."""
+    obj = destination(*destination(*ORIGIN, 0.0, 40.0), 90.0, 5.0)
+    hist, frames, _ = drive_past(obj, seconds=3.0)
+    pts = np.array([[4.5, 20.0, 0.0], [5.5, 20.0, 0.0], [4.5, 20.0, 1.2], [5.5, 20.0, 1.2]])
+    px, _ = CAM.project(pts)
+    box = (*(px.min(axis=0) / (640, 360)), *(px.max(axis=0) / (640, 360)))
+    same = [[Detection("banner", 1, 0.95, box)] for _ in frames]
+    b = EventBuilder(EventsConfig(), CAM_CFG, hist.position_at, Redactor())
+    assert run(b, frames, same) == [] and b.dropped == 1
+    # while the vehicle creeps in a queue (under 5 m) the same views do place it
+    still = FixHistory(max_age_s=1e9)
+    for s in range(5):
+        still.add(Fix(T0 + timedelta(seconds=s), *destination(*ORIGIN, 0.0, 1.5 * s), 3, 1.5,
+                      0.0, 2.0))
+    b = EventBuilder(EventsConfig(), CAM_CFG, still.position_at, Redactor())
+    (ev,) = run(b, frames, same)
+    assert ev.position is not None and ev.position.source == "object"
+
+
 def test_without_gps_the_event_has_no_invented_position() -> None:
     obj = destination(*destination(*ORIGIN, 0.0, 40.0), 90.0, 5.0)
     _, frames, dets = drive_past(obj)
