@@ -49,6 +49,8 @@ Positions = Callable[[datetime], GeoTag | None]
 # judge it; the minimum keeps a far-away object's crop big enough to look at.
 CROP_MARGIN = 0.25
 CROP_MIN_PX = 64
+# Fewer placed views than this cannot show whether a place moves with the vehicle.
+MIN_DRIFT_VIEWS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +278,7 @@ class EventBuilder:
         ``events.max_drift`` of the vehicle's own travel (at least 5 m of it). A real
         object stands still; a far one placed short stays the same distance ahead."""
         n = len(points)
-        if n < 6:
+        if n < MIN_DRIFT_VIEWS:
             return False
         k = n // 3
         frame = LocalFrame(*seen_from[0])

@@ -157,7 +157,7 @@ DRIVE_SEEDS = (21, 22, 23, 24)
 def test_generated_drives_meet_the_evaluation_targets(tmp_path: Path) -> None:
     """Pooled over fresh generated drives: recall at least 0.9, at most 1.1 findings per
     object, median position error at most 5 m (the issue's targets). Precision is held at
-    0.6, not the 0.9 aimed for (0.65 measured): most false findings are real objects seen
+    0.65, not the 0.9 aimed for (0.71 measured): most false findings are real objects seen
     50-100 m ahead whose few-pixel boxes the model draws too tall, so they are placed tens
     of metres short, and events.max_drift catches only those tracked long enough to show it
     (see models/MODEL_CARD.md). This test keeps it from getting worse."""
@@ -182,6 +182,6 @@ def test_generated_drives_meet_the_evaluation_targets(tmp_path: Path) -> None:
     print(json.dumps(s.as_json()))
     assert s.objects >= 10
     assert s.recall >= 0.9, s
-    assert s.precision >= 0.6, s
+    assert s.precision >= 0.65, s
     assert s.events_per_object <= 1.1, s
     assert s.position_error_m_p50 is not None and s.position_error_m_p50 <= 5.0, s
