@@ -170,10 +170,11 @@ class EventBuilder:
         label = tr.label
         h, w = best.frame.image.shape[:2]
         position, where = self._position(tr, h / w)
-        if where == "too-far":
+        if where in ("too-far", "moves-with-vehicle"):
             self.dropped += 1
-            log.debug("track %d: %s only seen beyond %.0f m; not a finding", tr.id, label,
-                      self.cfg.max_range_m)
+            log.debug("track %d: %s %s; not a finding", tr.id, label,
+                      f"only seen beyond {self.cfg.max_range_m:.0f} m" if where == "too-far"
+                      else "kept its distance ahead as the vehicle drove on")
             return None
         when = self.trusted_utc(best.frame.captured_utc)
         if self._seen_before(label, position, when):
@@ -248,7 +249,7 @@ class EventBuilder:
         if self._moves_with_vehicle(points, seen_from):
             # A place that keeps its distance ahead as the vehicle drives on is no place
             # on the ground: a far object whose few-pixel box came out too tall.
-            return None, "too-far"
+            return None, "moves-with-vehicle"
         if points:
             # A ground point's error grows with the square of its distance (a pixel of box
             # bottom is metres far away), so only the nearest views place the object; the

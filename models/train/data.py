@@ -40,18 +40,23 @@ CLASSES = ["garbage", "banner", "construction", "bin", "sign"]
 classes: learning them keeps the model from calling them garbage / banner; the agent only
 reports the first three."""
 
-
-def clutter_id(kind: str) -> int:
-    """Class id of a clutter box: -2, -3, ... by kind (a hard-negative anchor, never a
-    target; -1 marks ignore regions inside training)."""
-    return -2 - CLUTTER_KINDS.index(kind)
-
 TRAIN_STREAM = 2
 EVAL_STREAM = 3
 SCENE_SIZE = 320
 CACHE = Path(os.environ.get("PATROL_SCENE_CACHE", "/tmp/patrol_scenes"))
 
 Box = tuple[int, float, float, float, float]
+
+
+def clutter_id(kind: str) -> int:
+    """Class id of a clutter box: -2, -3, ... by kind (a hard-negative anchor, never a
+    target; -1 marks ignore regions inside training)."""
+    return -2 - CLUTTER_KINDS.index(kind)
+
+
+def clutter_kind(class_id: int) -> str:
+    """The kind of clutter a :func:`clutter_id` stands for."""
+    return CLUTTER_KINDS[-2 - class_id]
 
 
 def _render(args: tuple[np.random.SeedSequence, int]) -> tuple[np.ndarray, list[Box]]:

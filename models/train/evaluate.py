@@ -27,10 +27,11 @@ from agent.detector import Detector
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data
 
+from agent.config import DetectorConfig
 from agent.simulate import CLUTTER_KINDS
 
 REPORTED = ("garbage", "banner", "construction")
-ALARM_THRESHOLD = 0.5
+ALARM_THRESHOLD = DetectorConfig().score_threshold
 """The agent's default detector.score_threshold: false alarms are counted above it."""
 
 
@@ -121,7 +122,7 @@ def false_alarms(preds: Sequence[list[tuple[int, float, np.ndarray]]],
             cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
             inside = [(float((cb[2] - cb[0]) * (cb[3] - cb[1])), c) for c, cb in clutter
                       if cb[0] <= cx <= cb[2] and cb[1] <= cy <= cb[3]]
-            kind = (CLUTTER_KINDS[-2 - min(inside)[1]] if inside else "background")
+            kind = data.clutter_kind(min(inside)[1]) if inside else "background"
             on[kind] += 1
     return {"threshold": threshold, "per_100_scenes": 100 * sum(on.values()) / len(preds),
             "on": on, "clutter_boxes": seen}
