@@ -173,8 +173,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"GPS fix lost {s.gps_fix_losses} times, gpsd reconnected {s.gpsd_reconnects} "
               "times during the drive")
     print(f"{s.detections} detections -> {s.events} findings stored in {cfg.store.path} "
-          f"({s.suppressed} repeats suppressed, {s.dropped_tracks} short tracks ignored, "
-          f"{s.broken_frames} broken frames)")
+          f"({s.suppressed} repeats suppressed, {s.dropped_tracks} tracks too short, weak, far "
+          f"or unconfirmed, {s.broken_frames} broken frames)")
     if s.delivered is not None:
         print(f"{s.delivered} findings delivered to {cfg.mqtt.host}:{cfg.mqtt.effective_port}"
               if cfg.mqtt else "")

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from agent.records import Detection
+from agent.records import Box, Detection, iou
 
 log = logging.getLogger("detector")
 
@@ -45,6 +45,14 @@ LAYOUTS: tuple[str, ...] = ("ssd_postprocess", "yolov5", "yolov8", "patrol_grid"
 PAD_VALUE = 114
 # Below this, a candidate is not worth the NMS work whatever the per-class thresholds say.
 MIN_CANDIDATE_SCORE = 0.05
+# A second look (see Detector.second_look) shows the object with this much of its
+# surroundings: the crop's side is this many times the box's longer side...
+ZOOM_CONTEXT = 4.0
+# ...magnified at most this much over the whole-frame view: the default model's zoom-in
+# training crops went up to 320/96 = 3.3x, and further in, objects turn to blur it never saw.
+MAX_ZOOM = 3.2
+# How much a box found on the second look must overlap the first one to be the same object.
+SECOND_LOOK_IOU = 0.3
 
 
 class DetectorError(Exception):
@@ -381,6 +389,28 @@ class Detector:
                                  (float(b[0]), float(b[1]), float(b[2]), float(b[3]))))
         out.sort(key=lambda d: -d.score)
         return out
+
+    def second_look(self, image: np.ndarray, bbox: Box, label: str) -> float:
+        """Zoom in on ``bbox`` (fractions of ``image``) and detect again: the best score of
+        a ``label`` box there that overlaps it, 0 if none.
+
+        A whole frame shrunk to the model's input leaves a far object a few pixels; a
+        square crop around it (``ZOOM_CONTEXT`` times its size, magnified at most
+        ``MAX_ZOOM``) gives the model several times the pixels, so it can tell a banner
+        from a patch of wall that looked like one from afar."""
+        h, w = image.shape[:2]
+        x1, y1, x2, y2 = bbox[0] * w, bbox[1] * h, bbox[2] * w, bbox[3] * h
+        whole = min(self.in_w / w, self.in_h / h)  # the letterbox scale of the full frame
+        least = min(self.in_w, self.in_h) / (MAX_ZOOM * whole)
+        side = round(min(w, h, max(least, ZOOM_CONTEXT * max(x2 - x1, y2 - y1))))
+        x0 = int(np.clip((x1 + x2 - side) / 2, 0, w - side))
+        y0 = int(np.clip((y1 + y2 - side) / 2, 0, h - side))
+        seen = ((x1 - x0) / side, (y1 - y0) / side, (x2 - x0) / side, (y2 - y0) / side)
+        best = 0.0
+        for d in self.detect(image[y0:y0 + side, x0:x0 + side]):
+            if d.label == label and d.score > best and iou(d.bbox, seen) >= SECOND_LOOK_IOU:
+                best = d.score
+        return best
 
     def _decode_ssd(self, floor: float) -> Candidates:
         shapes = [tuple(o["shape"]) for o in self._outs]

@@ -1,8 +1,8 @@
 """Tracks → events: one finding per real object, with its best picture and its place.
 
 While a track is alive, every new observation is scored as a picture (detector
-score, sharpness, size, not cut by the frame edge) and the best frame is kept
-(one frame per track, not all of them). When the track ends it becomes an
+score, sharpness, size, not cut by the frame edge) and the best few frames are
+kept (``events.confirm_views``, not all of them). When the track ends it becomes an
 event if it was seen often and confidently enough:
 
 * its class is the track's majority vote;
@@ -15,6 +15,9 @@ event if it was seen often and confidently enough:
 * the same class found within ``dedup_distance_m`` of an earlier finding in
   the last ``dedup_window_h`` hours is the same object seen again, not a new
   event (a second lap, a stop at a red light);
+* it is confirmed by a second look: the detector looks again at the track's
+  best few views, zoomed in on the object (``events.confirm_score``); seen
+  with several times the pixels, most false alarms are not found again;
 * its image is the best frame with faces and licence plates blurred: it is
   redacted here, before the store ever sees it. Its crop (the object's box
   with a margin, see :func:`crop_box`) is cut from that redacted image, so the
@@ -43,6 +46,9 @@ from agent.tracker import Track
 log = logging.getLogger("events")
 
 Positions = Callable[[datetime], GeoTag | None]
+SecondLook = Callable[[np.ndarray, tuple[float, float, float, float], str], float]
+"""(frame, box, class) -> the score of that class found there on a zoomed-in look
+(:meth:`agent.detector.Detector.second_look`)."""
 
 # The crop's margin around the object's box (a fraction of the box on each side)
 # shows the object's surroundings (kerb, wall, pole), which a reviewer needs to
@@ -128,7 +134,8 @@ class EventBuilder:
 
     def __init__(self, cfg: EventsConfig, camera: CameraConfig, positions: Positions,
                  redactor: Redactor | None, model: str = "", config_version: int = 0,
-                 trusted_utc: Callable[[datetime], datetime] | None = None) -> None:
+                 trusted_utc: Callable[[datetime], datetime] | None = None,
+                 second_look: SecondLook | None = None) -> None:
         if cfg.redact and redactor is None:
             raise ValueError("events.redact is on but no redactor was given")
         self.cfg = cfg
@@ -138,6 +145,8 @@ class EventBuilder:
         self.model = model
         self.config_version = config_version
         self.trusted_utc = trusted_utc or (lambda t: t)
+        # None (no detector at hand, as in unit tests of the rest) means no second look.
+        self.second_look = second_look if cfg.confirm_score > 0 else None
         self._recent: list[tuple[str, float, float, datetime]] = []
         self.suppressed = 0
         self.dropped = 0
@@ -148,8 +157,16 @@ class EventBuilder:
             if obs.index != frame.index:
                 continue
             q = shot_quality(frame.image, obs.detection)
-            if tr.best is None or q > tr.best.quality:
-                tr.best = BestShot(q, frame, obs.detection)
+            shots: list[BestShot] = tr.best or []
+            if len(shots) < self._keep or q > shots[-1].quality:
+                # best first; the views after the first are only for the second look
+                shots = sorted([*shots, BestShot(q, frame, obs.detection)],
+                               key=lambda s: -s.quality)[:self._keep]
+                tr.best = shots
+
+    @property
+    def _keep(self) -> int:
+        return self.cfg.confirm_views if self.second_look is not None else 1
 
     def finish(self, tracks: list[Track]) -> list[Event]:
         out = []
@@ -162,7 +179,7 @@ class EventBuilder:
     # --- one track ----------------------------------------------------------
 
     def _event(self, tr: Track) -> Event | None:
-        best: BestShot | None = tr.best
+        best: BestShot | None = tr.best[0] if tr.best else None
         top = max(o.detection.score for o in tr.observations)
         if tr.frames < self.cfg.min_frames or top < self.cfg.min_score or best is None:
             self.dropped += 1
@@ -175,6 +192,12 @@ class EventBuilder:
             log.debug("track %d: %s %s; not a finding", tr.id, label,
                       f"only seen beyond {self.cfg.max_range_m:.0f} m" if where == "too-far"
                       else "kept its distance ahead as the vehicle drove on")
+            return None
+        confirmed = self._confirm(tr, label)
+        if confirmed is not None and confirmed < self.cfg.confirm_score:
+            self.dropped += 1
+            log.debug("track %d: %s not found again on a closer look (%.2f < %.2f); "
+                      "not a finding", tr.id, label, confirmed, self.cfg.confirm_score)
             return None
         when = self.trusted_utc(best.frame.captured_utc)
         if self._seen_before(label, position, when):
@@ -213,6 +236,7 @@ class EventBuilder:
             "duration_s": round(last.captured_mono - first.captured_mono, 2),
             "frame_index": best.frame.index,
             "position_method": where,
+            "second_look": None if confirmed is None else round(confirmed, 2),
             "vehicle": vehicle,
             "redaction": redaction,
         }
@@ -222,6 +246,21 @@ class EventBuilder:
                      captured_utc=when, captured_mono=best.frame.captured_mono,
                      image_jpeg=jpeg.tobytes(), position=position, model=self.model,
                      config_version=self.config_version, attributes=attrs, crop_jpeg=crop)
+
+    def _confirm(self, tr: Track, label: str) -> float | None:
+        """The best score of the second look over the track's kept views (they stop at
+        the first that passes); None when there is no second look."""
+        if self.second_look is None:
+            return None
+        best = 0.0
+        for shot in tr.best:
+            try:
+                best = max(best, self.second_look(shot.frame.image, shot.detection.bbox, label))
+            except ValueError as e:  # a frame the detector cannot take: the look is lost
+                log.warning("track %d: second look failed: %s", tr.id, e)
+            if best >= self.cfg.confirm_score:
+                break
+        return best
 
     def _position(self, tr: Track, aspect: float) -> tuple[Position | None, str]:
         points: list[tuple[float, float, float]] = []  # (distance, lat, lon)

@@ -81,7 +81,8 @@ class Perception:
         self.builder = EventBuilder(cfg.events, cfg.camera, history.position_at,
                                     Redactor() if cfg.events.redact else None,
                                     model=detector.model_path.stem, config_version=cfg.version,
-                                    trusted_utc=self.trusted_utc)
+                                    trusted_utc=self.trusted_utc,
+                                    second_look=detector.second_look)
         self.stats = PerceptionStats()
 
     def process(self, frame: Frame) -> None:

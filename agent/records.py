@@ -38,6 +38,21 @@ class Frame:
     source: str = ""
 
 
+Box = tuple[float, float, float, float]
+"""x1, y1, x2, y2 as fractions of the frame's width and height (0..1)."""
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes: 1 the same box, 0 apart."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class Detection:
     """One object the detector found in one frame."""
@@ -45,8 +60,7 @@ class Detection:
     label: str
     class_id: int
     score: float
-    bbox: tuple[float, float, float, float]
-    """x1, y1, x2, y2 as fractions of the frame's width and height (0..1)."""
+    bbox: Box
 
 
 @dataclass(frozen=True, slots=True)

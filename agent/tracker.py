@@ -23,19 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agent.records import Detection, Frame
-
-Box = tuple[float, float, float, float]
-
-
-def iou(a: Box, b: Box) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+from agent.records import Box, Detection, Frame, iou
 
 
 def _cxcywh(b: Box) -> tuple[float, float, float, float]:
@@ -46,7 +34,7 @@ def _cxcywh(b: Box) -> tuple[float, float, float, float]:
 class Observation:
     """One detection of a track and when its frame was captured. The frame's
     pixels are not kept here (fifty frames per track would not fit a Pi's
-    memory); the event stage keeps the one best shot in ``Track.best``."""
+    memory); the event stage keeps its few best shots in ``Track.best``."""
 
     index: int
     captured_utc: datetime
@@ -59,7 +47,7 @@ class Track:
     id: int
     observations: list[Observation] = field(default_factory=list)
     best: Any = None
-    """Whatever the event stage keeps as the best shot so far (it decides)."""
+    """Whatever the event stage keeps as the best shots so far (it decides)."""
 
     @property
     def last(self) -> Observation:

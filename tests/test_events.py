@@ -146,6 +146,49 @@ def test_a_place_that_keeps_its_distance_ahead_is_not_a_finding() -> None:
     assert ev.position is not None and ev.position.source == "object"
 
 
+def test_a_track_not_found_again_on_a_closer_look_is_not_a_finding() -> None:
+    """The second look is asked about the track's best views, and a track it does not
+    confirm is dropped without a trace: the same object confirmed on a later pass is still
+    a finding (not suppressed as seen before)."""
+    from agent.events import shot_quality
+
+    obj = destination(*destination(*ORIGIN, 0.0, 40.0), 90.0, 5.0)
+    hist, frames, dets = drive_past(obj)
+    cfg = EventsConfig(redact=False)
+    asked: list[tuple[float, ...]] = []
+
+    def doubtful(image: np.ndarray, bbox: tuple[float, ...], label: str) -> float:
+        assert label == "garbage" and image.shape == (360, 640, 3)
+        asked.append(bbox)
+        return cfg.confirm_score - 0.1
+
+    b = EventBuilder(cfg, CAM_CFG, hist.position_at, None, second_look=doubtful)
+    assert run(b, frames, dets) == [] and b.dropped == 1
+    quality = sorted(((shot_quality(f.image, d[0]), d[0].bbox)
+                      for f, d in zip(frames, dets, strict=True) if d), reverse=True)
+    assert sorted(asked) == sorted(bb for _, bb in quality[:cfg.confirm_views])
+
+    hist2, frames2, dets2 = drive_past(obj, t0=T0 + timedelta(minutes=20))
+    b.positions = hist2.position_at
+    b.second_look = lambda image, bbox, label: 0.95
+    events = run(b, frames2, dets2)
+    assert len(events) == 1 and b.suppressed == 0
+    assert events[0].attributes["second_look"] == 0.95
+
+
+def test_with_confirm_score_0_there_is_no_second_look() -> None:
+    obj = destination(*destination(*ORIGIN, 0.0, 40.0), 90.0, 5.0)
+    hist, frames, dets = drive_past(obj)
+
+    def never(image: np.ndarray, bbox: tuple[float, ...], label: str) -> float:
+        raise AssertionError("second look asked although turned off")
+
+    b = EventBuilder(EventsConfig(redact=False, confirm_score=0), CAM_CFG, hist.position_at,
+                     None, second_look=never)
+    events = run(b, frames, dets)
+    assert len(events) == 1 and events[0].attributes["second_look"] is None
+
+
 def test_without_gps_the_event_has_no_invented_position() -> None:
     obj = destination(*destination(*ORIGIN, 0.0, 40.0), 90.0, 5.0)
     _, frames, dets = drive_past(obj)
