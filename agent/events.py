@@ -12,12 +12,12 @@ event if it was seen often and confidently enough:
   ground; the median of those points is the position, their spread and the
   GPS error its accuracy. When the ground contact cannot be seen (box cut by
   the bottom edge, too far) the vehicle's position is used, flagged;
-* the same class found within ``dedup_distance_m`` of an earlier finding in
-  the last ``dedup_window_h`` hours is the same object seen again, not a new
-  event (a second lap, a stop at a red light);
 * it is confirmed by a second look: the detector looks again at the track's
   best few views, zoomed in on the object (``events.confirm_score``); seen
   with several times the pixels, most false alarms are not found again;
+* the same class found within ``dedup_distance_m`` of an earlier finding in
+  the last ``dedup_window_h`` hours is the same object seen again, not a new
+  event (a second lap, a stop at a red light);
 * its image is the best frame with faces and licence plates blurred: it is
   redacted here, before the store ever sees it. Its crop (the object's box
   with a margin, see :func:`crop_box`) is cut from that redacted image, so the

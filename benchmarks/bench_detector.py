@@ -1,6 +1,7 @@
 """Benchmark: detector time per frame, split into preprocessing, invoke and
 postprocessing, each as a ratio to a bare ``interpreter.invoke()`` loop on the
-same model measured in the same run. Prints figures, asserts nothing.
+same model measured in the same run, and the cost of one view of a finding's second
+look. Prints figures, asserts nothing.
 
     python benchmarks/bench_detector.py [--model models/civil-complaint.tflite] [--frames 200]
 """
@@ -54,6 +55,15 @@ def bench(model: Path, threads: int, imgs: list[np.ndarray]) -> None:
         pre.append(det.timings.preprocess_ms)
         inv.append(det.timings.invoke_ms)
         post.append(det.timings.postprocess_ms)
+    # A finding's second look (events.confirm_score): detect() on a zoomed crop around a
+    # box, at most events.confirm_views of them per finding, none per ordinary frame.
+    look = []
+    for img in imgs:
+        found = det.detect(img)
+        if found:
+            t0 = time.perf_counter()
+            det.second_look(img, found[0].bbox, found[0].label)
+            look.append((time.perf_counter() - t0) * 1e3)
     b = statistics.median(bare)
     print(f"{model.name} ({det.layout}, {det.in_w}x{det.in_h}), {threads} thread(s), "
           f"{len(imgs)} frames of 640x360, medians:")
@@ -62,6 +72,10 @@ def bench(model: Path, threads: int, imgs: list[np.ndarray]) -> None:
                      ("postprocess (decode,NMS)", post), ("detect() total", total)):
         m = statistics.median(xs)
         print(f"  {name:<24} {m:7.2f} ms  {m / b:4.2f} x")
+    if look:
+        m = statistics.median(look)
+        print(f"  {'second look (one view)':<24} {m:7.2f} ms  {m / b:4.2f} x  "
+              f"({len(look)} boxes; per finding, not per frame)")
     print(f"  => {1000 / statistics.median(total):.0f} frames/s through detect()")
 
 
