@@ -45,9 +45,6 @@ MIN_VISIBLE = 0.4
 """A labelled object less visible than this (frame edge, occlusion) is not labelled."""
 MIN_SIDE_PX = 6.0
 """Nor is one whose visible box is thinner than this in the output image."""
-CLUTTER_MIN_SIDE_PX = 2.0
-"""Clutter boxes (hard-negative anchors) may be thinner: a far pole or lamp post is a few
-pixels wide, and it is what the model mistakes for a banner's post."""
 LETTERBOX_SHARE = 0.6
 
 Label = tuple[str, float, float, float, float]
@@ -175,8 +172,7 @@ def render_training_scene(rng: np.random.Generator, width: int = 320, height: in
         x2, y2 = fx2 * sx + ox, fy2 * sy + oy
         cx1, cy1 = max(x1, lim[0]), max(y1, lim[1])
         cx2, cy2 = min(x2, lim[2]), min(y2, lim[3])
-        least = CLUTTER_MIN_SIDE_PX if v.thing.kind in CLUTTER_KINDS else MIN_SIDE_PX
-        if cx2 - cx1 < least or cy2 - cy1 < least:
+        if cx2 - cx1 < MIN_SIDE_PX or cy2 - cy1 < MIN_SIDE_PX:
             continue
         in_view = (cx2 - cx1) * (cy2 - cy1) / max(1e-6, (x2 - x1) * (y2 - y1))
         # v.visible already counts the camera frame's edge; the crop may cut more
