@@ -348,7 +348,8 @@ the road-side clutter under their centre: **{fa["per_100_scenes"]:.1f} per 100 s
 "background" is road, kerbs and walls, and also objects drawn but too hidden or small to be
 labelled. Per-frame alarms are not findings: the agent's tracker and event filters
 (`events.min_frames`, `events.min_score`, `events.max_range_m`, `events.max_drift`) and a
-zoomed-in second look (`events.confirm_score`) stand between them; see Limitations for what reaches the map.
+zoomed-in second look (`events.confirm_score`) stand between them; see Limitations for what
+reaches the map.
 
 ## Speed
 Median `interpreter.invoke()` of 50 runs with ai-edge-litert (XNNPACK) on the machine that
