@@ -40,13 +40,13 @@ from agent.config import CameraConfig, EventsConfig
 from agent.geo import LocalFrame, destination, haversine_m
 from agent.gps import GeoTag
 from agent.privacy import Redactor
-from agent.records import Detection, Event, Frame, Position
+from agent.records import Box, Detection, Event, Frame, Position
 from agent.tracker import Track
 
 log = logging.getLogger("events")
 
 Positions = Callable[[datetime], GeoTag | None]
-SecondLook = Callable[[np.ndarray, tuple[float, float, float, float], str], float]
+SecondLook = Callable[[np.ndarray, Box, str], float]
 """(frame, box, class) -> the score of that class found there on a zoomed-in look
 (:meth:`agent.detector.Detector.second_look`)."""
 

@@ -48,21 +48,22 @@ def bench(model: Path, threads: int, imgs: list[np.ndarray]) -> None:
         det.interp.invoke()
         bare.append((time.perf_counter() - t0) * 1e3)
     pre, inv, post, total = [], [], [], []
+    first = []  # each frame's best detection, for the second look below
     for img in imgs:
         t0 = time.perf_counter()
-        det.detect(img)
+        found = det.detect(img)
         total.append((time.perf_counter() - t0) * 1e3)
         pre.append(det.timings.preprocess_ms)
         inv.append(det.timings.invoke_ms)
         post.append(det.timings.postprocess_ms)
+        first.append(found[0] if found else None)
     # A finding's second look (events.confirm_score): detect() on a zoomed crop around a
     # box, at most events.confirm_views of them per finding, none per ordinary frame.
     look = []
-    for img in imgs:
-        found = det.detect(img)
-        if found:
+    for img, d in zip(imgs, first, strict=True):
+        if d is not None:
             t0 = time.perf_counter()
-            det.second_look(img, found[0].bbox, found[0].label)
+            det.second_look(img, d.bbox, d.label)
             look.append((time.perf_counter() - t0) * 1e3)
     b = statistics.median(bare)
     print(f"{model.name} ({det.layout}, {det.in_w}x{det.in_h}), {threads} thread(s), "

@@ -26,6 +26,11 @@ COMPLAINT = ("garbage", "banner", "construction")
 DEFAULT_MODEL = ROOT / "models" / "civil-complaint.tflite"
 
 
+def fractions(boxes: list, w: int, h: int) -> list[tuple[str, tuple[float, ...]]]:
+    """A rendered scene's labels (class, pixel box) as (class, box in fractions)."""
+    return [(b[0], (b[1] / w, b[2] / h, b[3] / w, b[4] / h)) for b in boxes]
+
+
 # --- geometry, without a model ------------------------------------------------------
 
 def test_letterbox_round_trip_maps_boxes_back_to_the_frame() -> None:
@@ -121,7 +126,7 @@ def test_default_model_finds_objects_in_scenes_it_never_saw() -> None:
         img, boxes = render_training_scene(rng, det.in_w, det.in_h)
         found = det.detect(img)
         h, w = img.shape[:2]
-        rel = [(b[0], (b[1] / w, b[2] / h, b[3] / w, b[4] / h)) for b in boxes]
+        rel = fractions(boxes, w, h)
         for label, box in rel:
             if label in COMPLAINT and (box[3] - box[1]) * h >= 16:
                 total += 1
@@ -148,7 +153,7 @@ def test_a_second_look_drops_most_false_alarms_and_keeps_real_objects() -> None:
     rng = np.random.default_rng(np.random.SeedSequence([2026, 9]))
     for _ in range(300):
         img, boxes = render_training_scene(rng, 640, 360)
-        rel = [(b[0], (b[1] / 640, b[2] / 360, b[3] / 640, b[4] / 360)) for b in boxes]
+        rel = fractions(boxes, 640, 360)
         for d in det.detect(img):
             if d.label not in COMPLAINT:
                 continue
