@@ -39,6 +39,9 @@ log = logging.getLogger("gps")
 
 DEFAULT_ACCURACY_M = 5.0
 """Assumed horizontal error when the receiver reports none (typical consumer GPS)."""
+STILL_MPS = 1.0
+"""Below this reported speed the vehicle stands (a red light, a parked unit): its course
+and the metre or two its fixes wander are receiver noise, not a direction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,33 @@ def _interp_angle(a: float, b: float, w: float) -> float:
     return (a + w * d) % 360.0
 
 
+def _moving_heading(a: Fix, b: Fix) -> float | None:
+    """The direction of travel from fix ``a`` to fix ``b``; None when the vehicle stood."""
+    moving = [f for f in (a, b) if f.speed_mps is None or f.speed_mps >= STILL_MPS]
+    if not moving:
+        return None
+    if len(moving) == 1 and moving[0].track_deg is not None:
+        # Stopping or moving off: the moving fix's course, not a chord one end of which
+        # is a standing receiver's wander.
+        return moving[0].track_deg
+    if haversine_m(a.lat, a.lon, b.lat, b.lon) > 1.0:  # type: ignore[arg-type]
+        return initial_bearing_deg(a.lat, a.lon, b.lat, b.lon)  # type: ignore[arg-type]
+    if a.track_deg is not None and b.track_deg is not None and (b.speed_mps or 0) > STILL_MPS:
+        return _interp_angle(a.track_deg, b.track_deg, 0.5)
+    return None
+
+
+def _heading(fixes: list[Fix], i: int) -> float | None:
+    """The vehicle's heading between ``fixes[i]`` and ``fixes[i + 1]``. Standing still it
+    is the heading it stopped with (the last moving step before), never the bearing of
+    GPS noise: that turned a banner seen at a red light round to behind the vehicle."""
+    for j in range(i, -1, -1):
+        h = _moving_heading(fixes[j], fixes[j + 1])
+        if h is not None:
+            return h
+    return None
+
+
 class FixHistory:
     """A short, time-ordered history of usable fixes, safe to share between threads."""
 
@@ -71,7 +101,6 @@ class FixHistory:
         self._times: deque[float] = deque()
         self._fixes: deque[Fix] = deque()
         self._lock = threading.Lock()
-        self._last_heading: float | None = None
 
     def add(self, fix: Fix) -> None:
         if not fix.usable:
@@ -127,32 +156,20 @@ class FixHistory:
         w = (t - ta) / (tb - ta)
         lat = a.lat + w * (b.lat - a.lat)  # type: ignore[operator]
         lon = a.lon + w * (b.lon - a.lon)  # type: ignore[operator]
-        heading = self._heading(a, b)
+        heading = _heading(fixes, i - 1)
         speed = None
         if a.speed_mps is not None and b.speed_mps is not None:
             speed = a.speed_mps + w * (b.speed_mps - a.speed_mps)
         acc = max(a.eph_m or DEFAULT_ACCURACY_M, b.eph_m or DEFAULT_ACCURACY_M)
         return GeoTag(lat, lon, heading, speed, acc, False, min(t - ta, tb - t))
 
-    def _heading(self, a: Fix, b: Fix) -> float | None:
-        moved = haversine_m(a.lat, a.lon, b.lat, b.lon)  # type: ignore[arg-type]
-        if moved > 1.0:
-            h = initial_bearing_deg(a.lat, a.lon, b.lat, b.lon)  # type: ignore[arg-type]
-        elif a.track_deg is not None and b.track_deg is not None and (b.speed_mps or 0) > 1.0:
-            h = _interp_angle(a.track_deg, b.track_deg, 0.5)
-        else:
-            h = self._last_heading  # standing still: the heading does not change
-        if h is not None:
-            self._last_heading = h
-        return h
-
     def _tag(self, f: Fix, fixes: list[Fix], i: int, age: float) -> GeoTag:
         if i + 1 < len(fixes):
-            heading = self._heading(f, fixes[i + 1])
+            heading = _heading(fixes, i)
         elif i > 0:
-            heading = self._heading(fixes[i - 1], f)
+            heading = _heading(fixes, i - 1)
         else:
-            heading = f.track_deg
+            heading = f.track_deg if f.speed_mps is None or f.speed_mps >= STILL_MPS else None
         return GeoTag(f.lat, f.lon, heading, f.speed_mps,  # type: ignore[arg-type]
                       f.eph_m or DEFAULT_ACCURACY_M, False, age)
 

@@ -39,6 +39,23 @@ def test_position_is_interpolated_to_the_frame_time() -> None:
     assert tag.speed_mps == pytest.approx(14.0)
 
 
+def test_standing_at_a_red_light_keeps_the_heading_it_stopped_with() -> None:
+    """Stopped, a receiver reports speed 0, no course, and fixes that wander a metre or two
+    each second. That wander is not a direction: every frame at the light (queried in any
+    order) is headed north, as the vehicle stopped, and so is the first fix on moving off."""
+    fixes = driving_north(seconds=5)
+    stop = fixes[-1]
+    wander = [(1.3, 80.0), (1.6, 200.0), (1.2, 130.0), (1.8, 290.0), (1.4, 170.0)]
+    for s, (d, brg) in enumerate(wander, start=5):
+        lat, lon = destination(stop.lat, stop.lon, brg, d)
+        fixes.append(Fix(T0 + timedelta(seconds=s), lat, lon, 3, 0.0, None, 3.0))
+    h = FixHistory()
+    h.extend(fixes)
+    for t in (9.0, 6.5, 5.0, 7.0, 8.5, 5.5):
+        tag = h.position_at(T0 + timedelta(seconds=t))
+        assert tag is not None and tag.heading_deg == pytest.approx(0.0, abs=0.5), t
+
+
 def test_brief_extrapolation_is_flagged_and_longer_gives_nothing() -> None:
     h = FixHistory(max_extrapolate_s=2.0)
     h.extend(driving_north(seconds=5))
