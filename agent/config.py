@@ -143,7 +143,7 @@ class EventsConfig(Section):
     vehicle's own travel is a far object placed short (its few-pixel box drawn too tall),
     not a finding: a real object stands still while the vehicle passes it (tuned on
     generated drives that the tests do not use)."""
-    confirm_score: Annotated[float, Field(ge=0, le=1)] = 0.8
+    confirm_score: Annotated[float, Field(ge=0, le=1)] = 0.85
     """Before a track becomes a finding the detector looks again at its best views, zoomed
     in on the object; one of them must find the same class there with at least this score.
     Seen with more pixels, most false alarms (a patch of wall, a bush) are not found again.

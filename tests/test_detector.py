@@ -114,7 +114,9 @@ def test_default_model_is_a_grid_detector_with_labels() -> None:
 def test_default_model_finds_objects_in_scenes_it_never_saw() -> None:
     """At the agent's default threshold, on scenes from a seed stream no training used: most
     complaint objects at least 16 px tall (what a drive-by sees as it approaches) are found
-    with IoU > 0.5, and most complaint detections are on a real object."""
+    with IoU > 0.5 (0.81 measured), and most complaint detections are on a real object
+    (0.70). 300 scenes: on 60 the second figure swung by 0.1 between models of equal
+    accuracy."""
     from agent.simulate import render_training_scene
 
     det = Detector(DEFAULT_MODEL, threads=2, score_threshold=DetectorConfig().score_threshold,
@@ -122,7 +124,7 @@ def test_default_model_finds_objects_in_scenes_it_never_saw() -> None:
     hits = total = on_object = reported = 0
     # stream 9: never used by training (2), evaluation (3) or drives (1)
     rng = np.random.default_rng(np.random.SeedSequence([2026, 9]))
-    for _ in range(60):
+    for _ in range(300):
         img, boxes = render_training_scene(rng, det.in_w, det.in_h)
         found = det.detect(img)
         h, w = img.shape[:2]
@@ -135,7 +137,7 @@ def test_default_model_finds_objects_in_scenes_it_never_saw() -> None:
             if d.label in COMPLAINT:
                 reported += 1
                 on_object += any(iou(d.bbox, box) > 0.3 for _, box in rel)
-    assert total >= 30
+    assert total >= 150
     assert hits / total >= 0.75, f"recall {hits}/{total}"
     assert on_object / reported >= 0.6, f"{on_object} of {reported} detections on an object"
 

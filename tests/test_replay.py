@@ -142,7 +142,7 @@ def test_the_sample_drive_gives_one_finding_per_object_in_its_place(tmp_path: Pa
                         capture_output=True, text=True, timeout=60)
     assert ev.returncode == 0, ev.stderr
     res = json.loads(ev.stdout)
-    # precision 1.0 measured (4 findings): one false finding of room
+    # precision 0.8 measured (5 findings, one false): no more false findings than that
     assert res["recall"] >= 0.75 and res["precision"] >= 0.75, res
     assert res["events_per_object"] <= 1.25, res
     assert res["position_error_m_p50"] <= 8.0, res
@@ -156,11 +156,11 @@ DRIVE_SEEDS = (21, 22, 23, 24, 25, 26, 27, 28)
 
 def test_generated_drives_meet_the_evaluation_targets(tmp_path: Path) -> None:
     """Pooled over eight fresh generated drives: recall at least 0.9, at most 1.1 findings
-    per object, median position error at most 5 m (the issue's targets). Precision is held
-    at 0.75, short of the 0.9 aimed for (0.81 measured; 0.91 on drives 21-24 alone, 0.72 on
-    25-28): the false findings left are mostly lamp posts and poles that the model calls
-    banners even on the zoomed-in second look, and far objects placed short (see
-    models/MODEL_CARD.md). This test keeps it from getting worse."""
+    per object, median position error at most 5 m (the issue's targets; measured 1.00,
+    1.00, 3.3 m). Precision is held at 0.8, short of the 0.9 aimed for (0.86 measured): the
+    false findings left are cars, bushes, a pedestrian and far signs that the model takes
+    for findings even on the zoomed-in second look (see models/MODEL_CARD.md). This test
+    keeps it from getting worse."""
     truth: list[TruthObject] = []
     found: list[tuple[str, float | None, float | None]] = []
     for seed in DRIVE_SEEDS:
@@ -182,6 +182,6 @@ def test_generated_drives_meet_the_evaluation_targets(tmp_path: Path) -> None:
     print(json.dumps(s.as_json()))
     assert s.objects >= 10
     assert s.recall >= 0.9, s
-    assert s.precision >= 0.75, s
+    assert s.precision >= 0.8, s
     assert s.events_per_object <= 1.1, s
     assert s.position_error_m_p50 is not None and s.position_error_m_p50 <= 5.0, s

@@ -21,6 +21,7 @@ from agent.simulate import CLASSES, CLUTTER_KINDS, render_training_scene
 from agent.simulate.drive import add_parser, simulate_drive
 from agent.simulate.road import distance_to_polyline
 from agent.simulate.route import RouteError, drive_along, generate_path, read_gpx
+from agent.simulate.scene import _local_world
 from agent.simulate.world import COMPLAINT, DISTRACTOR, build_world
 
 START = datetime(2025, 6, 2, 3, 0, 0, tzinfo=UTC)
@@ -98,6 +99,26 @@ def test_training_scene_clutter_boxes_for_hard_negatives() -> None:
             seen.add(name)
     assert {"tree", "car", "bush", "pedestrian"} <= seen, seen
 
+
+def test_training_scenes_turn_street_corners_with_nothing_standing_on_the_road() -> None:
+    """About a third of training worlds have a 90-degree corner ahead, as the drives' routes
+    do (the detector must learn that kerbs and lane lines sweeping across the view are
+    road). Past a corner, the inside offsets cross the road: no object, clutter (parked cars
+    apart) or building front may end up standing on it."""
+    corners = 0
+    n = 300
+    for k in range(n):
+        road, walls, things = _local_world(np.random.default_rng(np.random.SeedSequence([k, 2])))
+        seg = np.diff(road.centre, axis=0)
+        turn = np.degrees(np.arctan2(seg[-1, 0], seg[-1, 1]) - np.arctan2(seg[0, 0], seg[0, 1]))
+        corners += abs(turn) > 80
+        standing = np.array([[t.east, t.north] for t in things if t.kind != "car"])
+        if len(standing):
+            assert distance_to_polyline(standing, road.centre).min() >= road.half_width, k
+        for w in walls:
+            front = np.linspace(w.a, w.b, 6)
+            assert distance_to_polyline(front, road.centre).min() >= road.half_width, k
+    assert 0.2 <= corners / n <= 0.4
 
 
 # --- world and route ------------------------------------------------------------------

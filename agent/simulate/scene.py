@@ -33,7 +33,7 @@ import numpy as np
 from agent.simulate.camera import Camera
 from agent.simulate.look import random_look
 from agent.simulate.render import Pose, render_view
-from agent.simulate.road import Road, Thing, Wall
+from agent.simulate.road import Road, Thing, Wall, distance_to_polyline
 from agent.simulate.sprites import CLUTTER_KINDS, LABELLED_KINDS, object_size
 
 __all__ = ["CLASSES", "CLUTTER_KINDS", "render_training_scene"]
@@ -46,6 +46,9 @@ MIN_VISIBLE = 0.4
 MIN_SIDE_PX = 6.0
 """Nor is one whose visible box is thinner than this in the output image."""
 LETTERBOX_SHARE = 0.6
+CORNER_SHARE = 0.3
+"""Share of scenes with a 90-degree street corner ahead (radius 8-15 m, as the drives'
+routes turn): kerbs and lane lines sweeping across the view are road, not findings."""
 
 Label = tuple[str, float, float, float, float]
 
@@ -62,11 +65,12 @@ def _local_world(r: np.random.Generator) -> tuple[Road, list[Wall], list[Thing]]
     hw = float(r.choice([3.2, 4.0, 5.5, 7.0]) + r.uniform(-0.3, 0.5))
     sw = float(r.uniform(1.8, 5.0))
     offset = float(r.uniform(0.15, 0.85)) * hw  # camera right of the centre line
-    curv = float(r.normal(0, 0.004))
-    ys = np.concatenate([np.arange(-12.0, 40.0, 2.0), np.arange(40.0, 200.0, 6.0)])
-    xs = -offset + 0.5 * curv * ys ** 2
-    road = Road(np.column_stack([xs, ys]), hw, sw,
+    road = Road(_centre_line(r, offset), hw, sw,
                 str(r.choice(["dashed", "double", "none"], p=[0.5, 0.35, 0.15])))
+
+    def clear_of_road(e: float, n: float, margin: float) -> bool:
+        # Beside the road ahead can be on it past a corner.
+        return bool(distance_to_polyline(np.array([[e, n]]), road.centre)[0] >= hw + margin)
 
     def at(y: float, left_m: float) -> tuple[float, float]:
         i = int(np.clip(np.searchsorted(road.s, y + 12.0), 0, len(road.s) - 1))
@@ -84,7 +88,9 @@ def _local_world(r: np.random.Generator) -> tuple[Road, list[Wall], list[Thing]]
         while y < 190:
             length = float(r.uniform(8, 30))
             a, b = at(y, side * setback), at(y + length, side * setback)
-            walls.append(Wall(a, b, float(r.uniform(4, 30)), int(r.integers(2**31))))
+            front = np.linspace(a, b, 6)
+            if distance_to_polyline(front, road.centre).min() >= hw + sw - 0.1:
+                walls.append(Wall(a, b, float(r.uniform(4, 30)), int(r.integers(2**31))))
             y += length + float(r.uniform(0, 10))
 
     things: list[Thing] = []
@@ -101,7 +107,8 @@ def _local_world(r: np.random.Generator) -> tuple[Road, list[Wall], list[Thing]]
             room = min(setbacks[side] - hw - 0.4, 6.5, reach)  # never inside a building
             lat = side * (hw + float(r.uniform(0.3, max(0.4, room))))
             e, nn = at(y, lat)
-            if all(math.hypot(e - a, nn - b) > 2.5 for a, b in spots):
+            if clear_of_road(e, nn, 0.3) and all(math.hypot(e - a, nn - b) > 2.5
+                                                 for a, b in spots):
                 break
         spots.append((e, nn))
         w, h = object_size(kind, r)
@@ -116,7 +123,8 @@ def _local_world(r: np.random.Generator) -> tuple[Road, list[Wall], list[Thing]]
             while y < 120:
                 w, h = object_size(kind, r)
                 e, nn = at(y, side * side_row)
-                things.append(Thing(kind, e, nn, w, h, int(r.integers(2**31))))
+                if clear_of_road(e, nn, 0.3):
+                    things.append(Thing(kind, e, nn, w, h, int(r.integers(2**31))))
                 y += step
     for _ in range(int(r.integers(0, 6))):
         kind = str(r.choice(["car", "pedestrian", "bush", "car"]))
@@ -124,8 +132,29 @@ def _local_world(r: np.random.Generator) -> tuple[Road, list[Wall], list[Thing]]
         lat = hw - 1.1 if kind == "car" else hw + float(r.uniform(0.5, sw))
         e, nn = at(float(r.uniform(3, 60)), side * lat)
         w, h = object_size(kind, r)
-        things.append(Thing(kind, e, nn, w, h, int(r.integers(2**31))))
+        if kind == "car" or clear_of_road(e, nn, 0.3):
+            things.append(Thing(kind, e, nn, w, h, int(r.integers(2**31))))
     return road, walls, things
+
+
+def _centre_line(r: np.random.Generator, offset: float) -> np.ndarray:
+    """The road's centre line from 12 m behind the camera (which is ``offset`` right of
+    it): a long gentle bend, or a straight to a 90-degree corner and a street across."""
+    if r.random() < CORNER_SHARE:
+        start = float(r.uniform(4.0, 45.0))
+        radius = float(r.uniform(8.0, 15.0))
+        turn = 1.0 if r.random() < 0.5 else -1.0  # right or left
+        ys = np.arange(-12.0, start, 2.0)
+        a = np.linspace(0.0, math.pi / 2, 10)
+        d = np.concatenate([np.arange(2.0, 40.0, 2.0), np.arange(40.0, 160.0, 6.0)])
+        return np.vstack([
+            np.column_stack([np.full_like(ys, -offset), ys]),
+            np.column_stack([-offset + turn * radius * (1 - np.cos(a)),
+                             start + radius * np.sin(a)]),
+            np.column_stack([-offset + turn * (radius + d), np.full_like(d, start + radius)])])
+    curv = float(r.normal(0, 0.004))
+    ys = np.concatenate([np.arange(-12.0, 40.0, 2.0), np.arange(40.0, 200.0, 6.0)])
+    return np.column_stack([-offset + 0.5 * curv * ys ** 2, ys])
 
 
 def render_training_scene(rng: np.random.Generator, width: int = 320, height: int = 320,
