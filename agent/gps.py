@@ -63,9 +63,14 @@ def _interp_angle(a: float, b: float, w: float) -> float:
     return (a + w * d) % 360.0
 
 
+def _moving(f: Fix) -> bool:
+    """Whether the vehicle was moving at this fix (as far as its reported speed says)."""
+    return f.speed_mps is None or f.speed_mps >= STILL_MPS
+
+
 def _moving_heading(a: Fix, b: Fix) -> float | None:
     """The direction of travel from fix ``a`` to fix ``b``; None when the vehicle stood."""
-    moving = [f for f in (a, b) if f.speed_mps is None or f.speed_mps >= STILL_MPS]
+    moving = [f for f in (a, b) if _moving(f)]
     if not moving:
         return None
     if len(moving) == 1 and moving[0].track_deg is not None:
@@ -169,7 +174,7 @@ class FixHistory:
         elif i > 0:
             heading = _heading(fixes, i - 1)
         else:
-            heading = f.track_deg if f.speed_mps is None or f.speed_mps >= STILL_MPS else None
+            heading = f.track_deg if _moving(f) else None
         return GeoTag(f.lat, f.lon, heading, f.speed_mps,  # type: ignore[arg-type]
                       f.eph_m or DEFAULT_ACCURACY_M, False, age)
 

@@ -66,6 +66,12 @@ class Road:
         """The line `left_m` metres left of the centre (negative: right)."""
         return self.centre + self.normal * left_m
 
+    def clear(self, points: np.ndarray | tuple[float, float], margin: float) -> bool:
+        """Whether every point ((M, 2), or one (east, north)) stands at least ``margin``
+        metres beyond the carriageway's edge, anywhere along the road (past a corner the
+        road comes back near what stood beside it)."""
+        return bool(distance_to_polyline(points, self.centre).min() >= self.half_width + margin)
+
     def point_at(self, s: float) -> tuple[np.ndarray, float]:
         """Position and heading (degrees from north, clockwise) at arc length s."""
         s = float(np.clip(s, 0.0, self.s[-1]))

@@ -33,7 +33,7 @@ import numpy as np
 from agent.simulate.camera import Camera
 from agent.simulate.look import random_look
 from agent.simulate.render import Pose, render_view
-from agent.simulate.road import Road, Thing, Wall, distance_to_polyline
+from agent.simulate.road import Road, Thing, Wall
 from agent.simulate.sprites import CLUTTER_KINDS, LABELLED_KINDS, object_size
 
 __all__ = ["CLASSES", "CLUTTER_KINDS", "render_training_scene"]
@@ -68,10 +68,6 @@ def _local_world(r: np.random.Generator) -> tuple[Road, list[Wall], list[Thing]]
     road = Road(_centre_line(r, offset), hw, sw,
                 str(r.choice(["dashed", "double", "none"], p=[0.5, 0.35, 0.15])))
 
-    def clear_of_road(e: float, n: float, margin: float) -> bool:
-        # Beside the road ahead can be on it past a corner.
-        return bool(distance_to_polyline(np.array([[e, n]]), road.centre)[0] >= hw + margin)
-
     def at(y: float, left_m: float) -> tuple[float, float]:
         i = int(np.clip(np.searchsorted(road.s, y + 12.0), 0, len(road.s) - 1))
         p = road.centre[i] + road.normal[i] * left_m
@@ -89,7 +85,7 @@ def _local_world(r: np.random.Generator) -> tuple[Road, list[Wall], list[Thing]]
             length = float(r.uniform(8, 30))
             a, b = at(y, side * setback), at(y + length, side * setback)
             front = np.linspace(a, b, 6)
-            if distance_to_polyline(front, road.centre).min() >= hw + sw - 0.1:
+            if road.clear(front, sw - 0.1):
                 walls.append(Wall(a, b, float(r.uniform(4, 30)), int(r.integers(2**31))))
             y += length + float(r.uniform(0, 10))
 
@@ -107,8 +103,8 @@ def _local_world(r: np.random.Generator) -> tuple[Road, list[Wall], list[Thing]]
             room = min(setbacks[side] - hw - 0.4, 6.5, reach)  # never inside a building
             lat = side * (hw + float(r.uniform(0.3, max(0.4, room))))
             e, nn = at(y, lat)
-            if clear_of_road(e, nn, 0.3) and all(math.hypot(e - a, nn - b) > 2.5
-                                                 for a, b in spots):
+            if road.clear((e, nn), 0.3) and all(math.hypot(e - a, nn - b) > 2.5
+                                                for a, b in spots):
                 break
         spots.append((e, nn))
         w, h = object_size(kind, r)
@@ -123,7 +119,7 @@ def _local_world(r: np.random.Generator) -> tuple[Road, list[Wall], list[Thing]]
             while y < 120:
                 w, h = object_size(kind, r)
                 e, nn = at(y, side * side_row)
-                if clear_of_road(e, nn, 0.3):
+                if road.clear((e, nn), 0.3):
                     things.append(Thing(kind, e, nn, w, h, int(r.integers(2**31))))
                 y += step
     for _ in range(int(r.integers(0, 6))):
@@ -132,7 +128,7 @@ def _local_world(r: np.random.Generator) -> tuple[Road, list[Wall], list[Thing]]
         lat = hw - 1.1 if kind == "car" else hw + float(r.uniform(0.5, sw))
         e, nn = at(float(r.uniform(3, 60)), side * lat)
         w, h = object_size(kind, r)
-        if kind == "car" or clear_of_road(e, nn, 0.3):
+        if kind == "car" or road.clear((e, nn), 0.3):
             things.append(Thing(kind, e, nn, w, h, int(r.integers(2**31))))
     return road, walls, things
 

@@ -63,10 +63,6 @@ def build_world(path: np.ndarray, r: np.random.Generator,
         p = path[i] + normal[i] * left_m
         return float(p[0]), float(p[1])
 
-    def clear_of_road(e: float, n: float, margin: float) -> bool:
-        return bool(distance_to_polyline(np.array([[e, n]]), road.centre)[0]
-                    >= HALF_WIDTH_M + margin)
-
     things: list[Thing] = []
     placed: list[tuple[float, float]] = []
     next_id = 1
@@ -79,7 +75,7 @@ def build_world(path: np.ndarray, r: np.random.Generator,
             off = float(r.uniform(lo, MAX_FROM_PATH_M))
             e, n = at(pos, -off if right else off)
             near_path = distance_to_polyline(np.array([[e, n]]), path)[0]
-            if (MIN_FROM_PATH_M <= near_path <= MAX_FROM_PATH_M and clear_of_road(e, n, 0.5)
+            if (MIN_FROM_PATH_M <= near_path <= MAX_FROM_PATH_M and road.clear((e, n), 0.5)
                     and all(np.hypot(e - a, n - b) >= MIN_SPACING_M for a, b in placed)):
                 kind = str(r.choice(COMPLAINT) if r.random() < 0.7 else r.choice(DISTRACTOR))
                 w, h = object_size(kind, r)
@@ -98,7 +94,7 @@ def build_world(path: np.ndarray, r: np.random.Generator,
         p = float(r.uniform(0, step))
         while p < length:
             e, n = at(p, side * (kerb + 0.6))
-            if clear_of_road(e, n, 0.3) and all(np.hypot(e - a, n - b) >= 2.5 for a, b in placed):
+            if road.clear((e, n), 0.3) and all(np.hypot(e - a, n - b) >= 2.5 for a, b in placed):
                 w, h = object_size(kind, r)
                 things.append(Thing(kind, e, n, w, h, int(r.integers(2**31))))
             p += step
@@ -108,7 +104,7 @@ def build_world(path: np.ndarray, r: np.random.Generator,
         kerb = kerb_right if side < 0 else kerb_left
         lat = kerb - 1.1 if kind == "car" else kerb + float(r.uniform(0.5, SIDEWALK_M))
         e, n = at(float(r.uniform(0, length)), side * lat)
-        if kind != "car" and not clear_of_road(e, n, 0.3):
+        if kind != "car" and not road.clear((e, n), 0.3):
             continue
         if all(np.hypot(e - a, n - b) >= 3.0 for a, b in placed):
             w, h = object_size(kind, r)
@@ -128,8 +124,7 @@ def build_world(path: np.ndarray, r: np.random.Generator,
             samples = np.linspace(a, b, 6)
             mid = ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
             if (np.hypot(b[0] - a[0], b[1] - a[1]) > 4.0
-                    and distance_to_polyline(samples, road.centre).min() >= HALF_WIDTH_M
-                    + SIDEWALK_M
+                    and road.clear(samples, SIDEWALK_M)
                     and all(np.hypot(mid[0] - x, mid[1] - y) > 6.0 for x, y in mids)):
                 walls.append(Wall(a, b, float(r.uniform(5, 30)), int(r.integers(2**31))))
                 mids.append(mid)
