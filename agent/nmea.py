@@ -39,6 +39,12 @@ class NmeaStats:
     fixes: int = 0
     date_assumed: bool = False
     """No RMC/ZDA date in the log and none given: the system's UTC date was used."""
+    backwards: int = 0
+    """Times the log's time went back from one receiver cycle to the next."""
+    repeated: int = 0
+    """Cycles whose time an earlier, not adjacent, cycle already had."""
+    first_backwards: str = ""
+    """Where it first went back: 'line 121: 01:30:00.000 after 01:30:59.000'."""
 
 
 @dataclass(slots=True)
@@ -46,6 +52,8 @@ class _Cycle:
     """The sentences of one receiver epoch (one UTC time)."""
 
     tod: time
+    line: int = 0
+    """Line number (from 1) of its first sentence."""
     date: date | None = None
     lat: float | None = None
     lon: float | None = None
@@ -214,7 +222,7 @@ def read_nmea_stats(source: str | Path | Iterable[str | bytes], date: date | Non
     stats = NmeaStats()
     cycles: list[_Cycle] = []
     cur: _Cycle | None = None
-    for line in _lines(source):
+    for lineno, line in enumerate(_lines(source), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -239,7 +247,7 @@ def read_nmea_stats(source: str | Path | Iterable[str | bytes], date: date | Non
             if not isinstance(tod, time):
                 tod = None
             if tod is not None and (cur is None or tod != cur.tod):
-                cur = _Cycle(tod)
+                cur = _Cycle(tod, lineno)
                 cycles.append(cur)
             if cur is not None and (tod is not None or msg.sentence_type in ("VTG", "GSA",
                                                                              "GST")):
@@ -253,7 +261,9 @@ def read_nmea_stats(source: str | Path | Iterable[str | bytes], date: date | Non
         stats.sentences += 1
     fixes: list[Fix] = []
     if cycles:
-        for c, day in zip(cycles, _assign_dates(cycles, date, stats), strict=True):
+        days = _assign_dates(cycles, date, stats)
+        _count_disorder(cycles, days, stats)
+        for c, day in zip(cycles, days, strict=True):
             fx = _to_fix(c, day)
             if fx is not None:
                 fixes.append(fx)
@@ -267,6 +277,41 @@ def read_nmea_stats(source: str | Path | Iterable[str | bytes], date: date | Non
         merged.append(fx)
     stats.fixes = len(merged)
     return merged, stats
+
+
+def _count_disorder(cycles: list[_Cycle], days: list[date], stats: NmeaStats) -> None:
+    """Count where the log's time runs backwards or repeats (a receiver reset, two logs
+    joined, a log played twice): the fixes are used in time order, but it is said."""
+    seen: set[datetime] = set()
+    prev: datetime | None = None
+    for c, day in zip(cycles, days, strict=True):
+        t = datetime.combine(day, c.tod.replace(tzinfo=None))
+        if prev is not None and t < prev:
+            stats.backwards += 1
+            if not stats.first_backwards:
+                stats.first_backwards = f"line {c.line}: {_clock(t)} after {_clock(prev)}"
+        if t in seen:
+            stats.repeated += 1
+        seen.add(t)
+        prev = t
+
+
+def _clock(t: datetime) -> str:
+    return t.strftime("%H:%M:%S.%f")[:-3]
+
+
+def describe_disorder(path: str | Path, stats: NmeaStats) -> str | None:
+    """One line on a log whose time runs backwards or repeats; None when it does not."""
+    if not stats.backwards and not stats.repeated:
+        return None
+    parts = []
+    if stats.backwards:
+        times = "once" if stats.backwards == 1 else f"{stats.backwards} times"
+        parts.append(f"its time runs backwards {times} (first at {stats.first_backwards})")
+    if stats.repeated:
+        parts.append(f"{stats.repeated} receiver cycles repeat an earlier time")
+    return (f"NMEA log {path}: " + " and ".join(parts) + "; its fixes are used once each, "
+            "in time order, which is wrong if it joins two different drives")
 
 
 def read_nmea(source: str | Path | Iterable[str | bytes], date: date | None = None
