@@ -38,7 +38,10 @@ def _config_error(e: ConfigError) -> int:
 # --- run ----------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.pipeline import Pipeline  # the daemon's imports are not needed by the other commands
+    # The daemon's imports (TFLite, OpenCV, paho) are not needed by the other commands.
+    from agent.detector import DetectorError
+    from agent.pipeline import Ending, Feeds, Pipeline
+    from agent.sources import SourceError
 
     cfg = load_config(args.config)
     setup_logging(cfg.logging.level)
@@ -46,13 +49,42 @@ def cmd_run(args: argparse.Namespace) -> int:
         pipe = Pipeline(cfg, store_path=args.db)
     except (StoreError, UplinkError) as e:
         return _fail(str(e))
+    except (DetectorError, SourceError) as e:
+        # The camera or the model cannot be used: one line, and what is already stored
+        # is still delivered, so a unit with a bad model does not sit on its findings.
+        print(f"patrol-agent: cannot start the camera and detector: {e}", file=sys.stderr)
+        pending = _pending(cfg, args.db)
+        if cfg.mqtt is None or not pending:
+            return 2
+        print(f"patrol-agent: delivering the {pending} stored findings first (the camera "
+              "stays off), then exiting", file=sys.stderr)
+        pipe = Pipeline(cfg, Feeds(camera=None), store_path=args.db)
+        pipe.install_signal_handlers()
+        pipe.run(until_drained=True)
+        return 2
+    if args.until_drained and pipe.source is not None and pipe.source.live:
+        log.warning("--until-drained with a live camera: it never runs out of frames, so "
+                    "the agent runs until it is stopped")
     pipe.install_signal_handlers()
-    pipe.start(until_drained=args.until_drained)
-    try:
-        healthy = pipe.wait()
-    finally:
-        pipe.stop()
-    return 0 if healthy else 1
+    report = pipe.run(until_drained=args.until_drained)
+    if report.ending is Ending.FAILED:
+        return _fail("stopped because " + "; ".join(report.failed))
+    if report.lost:
+        return _fail(f"{report.lost} findings were lost: the outbox could not be written "
+                     "(see the log)")
+    if args.until_drained and report.pending:
+        why = ("there is no [mqtt] section to deliver them to" if cfg.mqtt is None
+               else "the broker did not take them")
+        return _fail(f"{report.pending} findings are still pending: {why}")
+    return 0
+
+
+def _pending(cfg: Config, db: str | None) -> int:
+    path = Path(db) if db else cfg.store.path
+    if not path.exists():
+        return 0
+    with Store(path) as store:
+        return store.counts()["pending"]
 
 
 # --- detect -------------------------------------------------------------------
@@ -61,20 +93,18 @@ def cmd_detect(args: argparse.Namespace) -> int:
     """Camera + model check for a technician: what the detector sees, frame by frame."""
     import cv2
 
-    from agent.config import Config
-    from agent.detector import Detector, DetectorError
+    from agent.detector import DetectorError
+    from agent.pipeline import build_detector
     from agent.sources import SourceError, open_source
 
     cfg = load_config(args.config) if args.config else Config()
-    d = cfg.detector
     try:
-        det = Detector(Path(args.model) if args.model else d.model_path(), d.labels,
-                       threads=d.threads, layout=d.layout, score_threshold=d.score_threshold,
-                       class_thresholds=d.class_thresholds,
-                       allow=None if args.all_classes else d.allow,
-                       iou_threshold=d.iou_threshold, max_detections=d.max_detections)
+        det = build_detector(cfg, model=Path(args.model) if args.model else None,
+                             every_class=args.all_classes)
+        # As fast as it goes: a technician checking a recording wants every frame now.
         src = open_source(cfg.camera.kind, args.source or cfg.camera.source,
-                          width=cfg.camera.width, height=cfg.camera.height, fps=cfg.camera.fps)
+                          width=cfg.camera.width, height=cfg.camera.height,
+                          fps=cfg.camera.fps, paced=False)
     except (DetectorError, SourceError) as e:
         return _fail(str(e), 2)
     out = Path(args.out) if args.out else None
@@ -143,6 +173,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from agent.detector import DetectorError
+    from agent.gpsfake import GpsfakeError
     from agent.pipeline import replay
     from agent.sources import SourceError
 
@@ -163,23 +194,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         s = replay(cfg, Path(args.video), Path(args.nmea), speed=args.speed, start_utc=start,
                    store_path=cfg.store.path, gpsd=gpsd)
-    except (DetectorError, SourceError, StoreError, UplinkError, ValueError,
-            RuntimeError) as e:
+    except (DetectorError, SourceError, GpsfakeError) as e:
+        return _fail(str(e), 2)
+    except (StoreError, UplinkError) as e:
         return _fail(str(e))
+    except ValueError as e:  # the log has no time to start the video at
+        return _fail(str(e), 2)
     print(f"replayed {s.frames} frames ({s.seconds:.0f} s of driving) in {s.wall_s:.1f} s; "
           f"GPS {s.gps_mode}: {s.fixes} fixes, {s.frames_without_fix} frames without a "
           f"usable fix")
     if s.gps_fix_losses or s.gpsd_reconnects:
         print(f"GPS fix lost {s.gps_fix_losses} times, gpsd reconnected {s.gpsd_reconnects} "
               "times during the drive")
-    print(f"{s.detections} detections -> {s.events} findings stored in {cfg.store.path} "
-          f"({s.suppressed} repeats suppressed, {s.dropped_tracks} tracks too short, weak, far "
-          f"or unconfirmed, {s.broken_frames} broken frames)")
-    if s.delivered is not None:
-        print(f"{s.delivered} findings delivered to {cfg.mqtt.host}:{cfg.mqtt.effective_port}"
-              if cfg.mqtt else "")
+    print(f"{s.detections} detections -> {s.findings} findings stored in {cfg.store.path} "
+          f"({s.repeats} repeats of earlier findings, {s.dropped_tracks} tracks too short, "
+          f"weak, far or unconfirmed, {s.broken_frames} broken frames, {s.skipped_frames} "
+          "frames skipped)")
+    if s.delivered is not None and cfg.mqtt is not None:
+        print(f"{s.delivered} findings delivered to {cfg.mqtt.host}:{cfg.mqtt.effective_port}")
     for n in s.notes:
         print(n)
+    if s.failed:
+        return _fail("the replay stopped early: " + "; ".join(s.failed))
+    if s.lost:
+        return _fail(f"{s.lost} findings could not be stored and are lost: the outbox "
+                     f"{cfg.store.path} was not writable (see the log)")
     return 0
 
 
@@ -314,9 +353,12 @@ def cmd_events_export(args: argparse.Namespace) -> int:
 
 def cmd_events_import(args: argparse.Namespace) -> int:
     try:
-        lines = Path(args.file).read_text().splitlines()
+        lines = Path(args.file).read_bytes().decode("utf-8").splitlines()
     except OSError as e:
         return _fail(f"cannot read {args.file}: {e.strerror}")
+    except UnicodeDecodeError as e:
+        return _fail(f"{args.file} is not a JSON Lines export from `events export` (not UTF-8 "
+                     f"text: byte {e.start} is {e.object[e.start]:#04x}); nothing imported", 2)
     events, bad = [], 0
     for no, line in enumerate(lines, 1):
         if not line.strip():

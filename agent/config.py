@@ -155,6 +155,10 @@ class EventsConfig(Section):
 
 class StoreConfig(Section):
     path: Path = Path("/var/lib/patrol-agent/outbox.db")
+    max_held: Annotated[int, Field(ge=1, le=10000)] = 200
+    """Findings kept in memory while the outbox cannot be written (a full SD card, a
+    lock held elsewhere), retried until it can; past this many, new findings are lost,
+    counted and logged. Each holds its pictures (about 0.1-0.3 MB)."""
     retention_hours: Annotated[float, Field(ge=0)] = 72.0
     """Delivered events (and their images) are deleted this long after delivery; 0 keeps them."""
     prune_interval_s: PositiveSeconds = 600.0
@@ -196,6 +200,9 @@ class MqttConfig(Section):
     reconnect_min_s: PositiveSeconds = 1.0
     reconnect_max_s: PositiveSeconds = 120.0
     connect_timeout_s: PositiveSeconds = 15.0
+    stop_delivery_s: Annotated[float, Field(ge=0, le=60)] = 5.0
+    """On an orderly stop (SIGTERM), go on delivering pending findings this long at most
+    before saying offline; what is left is sent after the next start."""
 
     @field_validator("root")
     @classmethod

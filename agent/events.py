@@ -17,7 +17,9 @@ event if it was seen often and confidently enough:
   with several times the pixels, most false alarms are not found again;
 * the same class found within ``dedup_distance_m`` of an earlier finding in
   the last ``dedup_window_h`` hours is the same object seen again, not a new
-  event (a second lap, a stop at a red light);
+  event (a second lap, a stop at a red light). That memory
+  (:class:`RecentFindings`) starts from the store's findings of the window, so
+  an ignition cycle does not report again what was just reported;
 * its image is the best frame with faces and licence plates blurred: it is
   redacted here, before the store ever sees it. Its crop (the object's box
   with a margin, see :func:`crop_box`) is cut from that redacted image, so the
@@ -29,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -38,9 +40,9 @@ import numpy as np
 
 from agent.config import CameraConfig, EventsConfig
 from agent.geo import LocalFrame, destination, haversine_m
-from agent.gps import GeoTag
+from agent.gps import FrameClock, GeoTag, recording_time
 from agent.privacy import Redactor
-from agent.records import Box, Detection, Event, Frame, Position
+from agent.records import Box, Detection, Event, Frame, PastFinding, Position
 from agent.tracker import Track
 
 log = logging.getLogger("events")
@@ -129,13 +131,80 @@ def ground_point(bbox: tuple[float, float, float, float], aspect: float, cam: Ca
             -right * math.sin(yaw) + ahead * math.cos(yaw))
 
 
+@dataclass
+class EventStats:
+    """What became of the tracks the event stage was given, one counter per rule."""
+
+    findings: int = 0
+    too_short: int = 0
+    """Seen in fewer than ``events.min_frames`` frames."""
+    weak: int = 0
+    """Best score below ``events.min_score``."""
+    too_far: int = 0
+    """Only ever seen beyond ``events.max_range_m``."""
+    moves_with_vehicle: int = 0
+    """Its place kept its distance ahead of the vehicle (``events.max_drift``)."""
+    unconfirmed: int = 0
+    """Not found again on the zoomed-in second look (``events.confirm_score``)."""
+    repeats: int = 0
+    """The same object as a recent finding (``events.dedup_*``)."""
+    unencodable: int = 0
+    """Its picture could not be encoded."""
+
+    @property
+    def dropped(self) -> int:
+        """Tracks that were not findings for any reason but being a repeat."""
+        return (self.too_short + self.weak + self.too_far + self.moves_with_vehicle
+                + self.unconfirmed + self.unencodable)
+
+
+class RecentFindings:
+    """The findings of the last ``window`` that a new one may be a repeat of.
+
+    Seeded with the store's (:meth:`agent.store.Store.findings_since`), so the memory
+    outlives the process. A finding without a position can only be told apart from
+    one made seconds before (a flicker), since "near" means nothing without a place.
+    """
+
+    def __init__(self, distance_m: float, window: timedelta,
+                 seed: Iterable[PastFinding] = ()) -> None:
+        self.distance_m = distance_m
+        self.window = window
+        self._recent: list[PastFinding] = list(seed)
+
+    def __len__(self) -> int:
+        return len(self._recent)
+
+    def repeat_of(self, label: str, pos: Position | None, when: datetime
+                  ) -> PastFinding | None:
+        """The earlier finding this one repeats; if none, it is remembered as a finding."""
+        self._recent = [r for r in self._recent if when - r.captured_utc <= self.window]
+        for r in self._recent:
+            if r.label != label:
+                continue
+            if pos is not None and r.lat is not None and r.lon is not None:
+                if haversine_m(r.lat, r.lon, pos.lat, pos.lon) <= self.distance_m:
+                    return r
+            elif pos is None and r.lat is None and \
+                    abs(when - r.captured_utc) <= timedelta(seconds=10):
+                return r
+        self._recent.append(PastFinding(label, pos.lat if pos else None,
+                                        pos.lon if pos else None, when))
+        return None
+
+
 class EventBuilder:
-    """Keeps the best shot of live tracks and turns ended tracks into events."""
+    """Keeps the best shots of live tracks and turns ended tracks into events.
+
+    ``frame_time`` maps a frame's capture stamps to GPS time (a live camera's through
+    the clock check; a recording's are already); ``recent`` is the dedup memory.
+    """
 
     def __init__(self, cfg: EventsConfig, camera: CameraConfig, positions: Positions,
                  redactor: Redactor | None, model: str = "", config_version: int = 0,
-                 trusted_utc: Callable[[datetime], datetime] | None = None,
-                 second_look: SecondLook | None = None) -> None:
+                 frame_time: FrameClock = recording_time,
+                 second_look: SecondLook | None = None,
+                 recent: RecentFindings | None = None) -> None:
         if cfg.redact and redactor is None:
             raise ValueError("events.redact is on but no redactor was given")
         self.cfg = cfg
@@ -144,12 +213,13 @@ class EventBuilder:
         self.redactor = redactor if cfg.redact else None
         self.model = model
         self.config_version = config_version
-        self.trusted_utc = trusted_utc or (lambda t: t)
+        self.frame_time = frame_time
         # None (no detector at hand, as in unit tests of the rest) means no second look.
         self.second_look = second_look if cfg.confirm_score > 0 else None
-        self._recent: list[tuple[str, float, float, datetime]] = []
-        self.suppressed = 0
-        self.dropped = 0
+        self.recent = recent or RecentFindings(cfg.dedup_distance_m,
+                                               timedelta(hours=cfg.dedup_window_h))
+        self.stats = EventStats()
+        self._shots: dict[int, list[BestShot]] = {}  # track id -> its best shots, best first
 
     def observe(self, frame: Frame, updated: list[Track]) -> None:
         for tr in updated:
@@ -157,12 +227,11 @@ class EventBuilder:
             if obs.index != frame.index:
                 continue
             q = shot_quality(frame.image, obs.detection)
-            shots: list[BestShot] = tr.best or []
+            shots = self._shots.get(tr.id, [])
             if len(shots) < self._keep or q > shots[-1].quality:
                 # best first; the views after the first are only for the second look
-                shots = sorted([*shots, BestShot(q, frame, obs.detection)],
-                               key=lambda s: -s.quality)[:self._keep]
-                tr.best = shots
+                self._shots[tr.id] = sorted([*shots, BestShot(q, frame, obs.detection)],
+                                            key=lambda s: -s.quality)[:self._keep]
 
     @property
     def _keep(self) -> int:
@@ -171,38 +240,53 @@ class EventBuilder:
     def finish(self, tracks: list[Track]) -> list[Event]:
         out = []
         for tr in tracks:
-            ev = self._event(tr)
+            ev = self._event(tr, self._shots.pop(tr.id, []))
             if ev is not None:
+                self.stats.findings += 1
                 out.append(ev)
         return out
 
     # --- one track ----------------------------------------------------------
 
-    def _event(self, tr: Track) -> Event | None:
-        best: BestShot | None = tr.best[0] if tr.best else None
+    def _event(self, tr: Track, shots: list[BestShot]) -> Event | None:
         top = max(o.detection.score for o in tr.observations)
-        if tr.frames < self.cfg.min_frames or top < self.cfg.min_score or best is None:
-            self.dropped += 1
+        if tr.frames < self.cfg.min_frames or not shots:
+            self.stats.too_short += 1
             return None
+        if top < self.cfg.min_score:
+            self.stats.weak += 1
+            return None
+        best = shots[0]
         label = tr.label
         h, w = best.frame.image.shape[:2]
         position, where = self._position(tr, h / w)
-        if where in ("too-far", "moves-with-vehicle"):
-            self.dropped += 1
-            log.debug("track %d: %s %s; not a finding", tr.id, label,
-                      f"only seen beyond {self.cfg.max_range_m:.0f} m" if where == "too-far"
-                      else "kept its distance ahead as the vehicle drove on")
+        if where == "too-far":
+            self.stats.too_far += 1
+            log.debug("track %d: %s only seen beyond %.0f m; not a finding", tr.id, label,
+                      self.cfg.max_range_m)
             return None
-        confirmed = self._confirm(tr, label)
+        if where == "moves-with-vehicle":
+            self.stats.moves_with_vehicle += 1
+            log.debug("track %d: %s kept its distance ahead as the vehicle drove on; "
+                      "not a finding", tr.id, label)
+            return None
+        confirmed = self._confirm(tr, label, shots)
         if confirmed is not None and confirmed < self.cfg.confirm_score:
-            self.dropped += 1
+            self.stats.unconfirmed += 1
             log.debug("track %d: %s not found again on a closer look (%.2f < %.2f); "
                       "not a finding", tr.id, label, confirmed, self.cfg.confirm_score)
             return None
-        when = self.trusted_utc(best.frame.captured_utc)
-        if self._seen_before(label, position, when):
-            self.suppressed += 1
-            log.debug("track %d: %s already reported near here", tr.id, label)
+        when = self.frame_time(best.frame.captured_utc, best.frame.captured_mono)
+        if (earlier := self.recent.repeat_of(label, position, when)) is not None:
+            self.stats.repeats += 1
+            ago = (when - earlier.captured_utc).total_seconds()
+            if position is not None and earlier.lat is not None and earlier.lon is not None:
+                away = haversine_m(earlier.lat, earlier.lon, position.lat, position.lon)
+                log.info("%s seen again %.0f m from the one reported %.0f s ago; not "
+                         "reported again", label, away, ago)
+            else:
+                log.info("%s seen again %.0f s after the last one, neither placed by GPS "
+                         "(a flicker); not reported again", label, ago)
             return None
         image = best.frame.image
         redaction: dict[str, object] = {"ran": False}
@@ -212,6 +296,7 @@ class EventBuilder:
         quality = [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality]
         ok, jpeg = cv2.imencode(".jpg", image, quality)
         if not ok:
+            self.stats.unencodable += 1
             log.error("track %d: could not encode its picture; finding dropped", tr.id)
             return None
         # From the redacted image, never the frame: the crop must hide what the picture hides.
@@ -247,13 +332,13 @@ class EventBuilder:
                      image_jpeg=jpeg.tobytes(), position=position, model=self.model,
                      config_version=self.config_version, attributes=attrs, crop_jpeg=crop)
 
-    def _confirm(self, tr: Track, label: str) -> float | None:
+    def _confirm(self, tr: Track, label: str, shots: list[BestShot]) -> float | None:
         """The best score of the second look over the track's kept views (they stop at
         the first that passes); None when there is no second look."""
         if self.second_look is None:
             return None
         best = 0.0
-        for shot in tr.best:
+        for shot in shots:
             try:
                 best = max(best, self.second_look(shot.frame.image, shot.detection.bbox, label))
             except ValueError as e:  # a frame the detector cannot take: the look is lost
@@ -268,7 +353,7 @@ class EventBuilder:
         seen_from: list[tuple[float, float]] = []  # vehicle lat/lon of each point
         far = 0
         for o in tr.observations:
-            tag = self.positions(self.trusted_utc(o.captured_utc))
+            tag = self.positions(self.frame_time(o.captured_utc, o.captured_mono))
             if tag is None:
                 continue
             vehicle.append(tag)
@@ -332,20 +417,3 @@ class EventBuilder:
         if travel < 5.0:
             return False
         return math.hypot(g1[0] - g0[0], g1[1] - g0[1]) > self.cfg.max_drift * travel
-
-    def _seen_before(self, label: str, pos: Position | None, when: datetime) -> bool:
-        window = timedelta(hours=self.cfg.dedup_window_h)
-        self._recent = [r for r in self._recent if when - r[3] <= window]
-        if pos is not None:
-            for lbl, lat, lon, _ in self._recent:
-                if lbl == label and not math.isnan(lat) and \
-                        haversine_m(lat, lon, pos.lat, pos.lon) <= self.cfg.dedup_distance_m:
-                    return True
-            self._recent.append((label, pos.lat, pos.lon, when))
-            return False
-        # No position: only a repeat within seconds can be told apart (a flicker).
-        for lbl, lat, _, t in self._recent:
-            if lbl == label and math.isnan(lat) and (when - t) <= timedelta(seconds=10):
-                return True
-        self._recent.append((label, math.nan, math.nan, when))
-        return False

@@ -13,22 +13,30 @@ daemon. gpsdclient is a small, maintained reader of gpsd's JSON stream that we
 can close from another thread and simply reconnect.
 
 A Pi has no real-time clock: its system time can be anything until NTP or GPS
-sets it. Every TPV's GPS time is compared with the system clock, and the
-offset is reported and used to stamp events with trustworthy UTC.
+sets it, and NTP may step it at any moment. So a live frame's time is its
+*monotonic* capture time, and :class:`ClockCheck` ties GPS time to the
+monotonic clock. It measures that tie with gpsd's ``TOFF`` reports: gpsd
+stamps the arrival of the *first* sentence of each receiver cycle with the
+host's clock, so the offset does not include the delay until gpsd has the
+whole cycle and sends its TPV (half a second to a second with a 1 Hz NMEA
+receiver: 7 to 14 m at 50 km/h). Only where gpsd sends no TOFF is the TPV's
+arrival used, and the agent says so once.
 """
 
 from __future__ import annotations
 
 import bisect
+import enum
 import logging
 import math
+import socket
 import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from agent.backoff import Backoff
@@ -95,6 +103,27 @@ def _heading(fixes: list[Fix], i: int) -> float | None:
     return None
 
 
+FrameClock = Callable[[datetime, float], datetime]
+"""(captured_utc, captured_mono) of a frame -> the instant it shows, on the GPS's time scale.
+A recording's frames already carry it; a live camera's are mapped by :class:`ClockCheck`."""
+
+
+def recording_time(captured_utc: datetime, captured_mono: float) -> datetime:
+    """The :data:`FrameClock` of a recording: its frames are stamped with the drive's time."""
+    return captured_utc
+
+
+class Added(enum.Enum):
+    """What :meth:`FixHistory.add` did with a fix."""
+
+    ADDED = "added"
+    UPDATED = "updated"
+    """A later report of the newest fix's own second (gpsd sends several per cycle)."""
+    BACKWARDS = "backwards"
+    """Older than the newest fix: time ran backwards (a restarted receiver, a looping log)."""
+    UNUSABLE = "unusable"
+
+
 class FixHistory:
     """A short, time-ordered history of usable fixes, safe to share between threads."""
 
@@ -107,20 +136,29 @@ class FixHistory:
         self._fixes: deque[Fix] = deque()
         self._lock = threading.Lock()
 
-    def add(self, fix: Fix) -> None:
+    def add(self, fix: Fix) -> Added:
+        """Keep a usable fix. A fix older than the newest is not kept: interpolation needs
+        one track in time order, and the caller decides how loudly to say so."""
         if not fix.usable:
-            return
+            return Added.UNUSABLE
         t = fix.utc.timestamp()
         with self._lock:
             if self._times and t <= self._times[-1]:
                 if t == self._times[-1]:
-                    self._fixes[-1] = fix  # a later report of the same second
-                return  # out of order: a replayed or duplicated sentence
+                    self._fixes[-1] = fix
+                    return Added.UPDATED
+                return Added.BACKWARDS
             self._times.append(t)
             self._fixes.append(fix)
             while self._times and t - self._times[0] > self.max_age_s:
                 self._times.popleft()
                 self._fixes.popleft()
+        return Added.ADDED
+
+    def clear(self) -> None:
+        with self._lock:
+            self._times.clear()
+            self._fixes.clear()
 
     def extend(self, fixes: Iterable[Fix]) -> None:
         for f in fixes:
@@ -191,32 +229,96 @@ class FixHistory:
 
 
 class ClockCheck:
-    """GPS time versus the system clock (a Pi has no RTC until NTP or GPS sets it)."""
+    """GPS time against this machine's clocks (a Pi has no RTC until NTP or GPS sets it).
+
+    The offset kept is GPS time minus ``time.monotonic()``: a frame stamped with its
+    monotonic capture time maps to GPS time whatever NTP does to the system clock
+    meanwhile. Samples come from gpsd's TOFF reports (the host's clock when the first
+    sentence of a cycle arrived, against that cycle's GPS time); until a TOFF is seen,
+    from fixes' arrival, which counts gpsd's delivery delay as offset. The median of
+    recent samples shrugs off the odd late one.
+    """
 
     def __init__(self, warn_s: float = 2.0, window: int = 15) -> None:
         self.warn_s = warn_s
-        self._offsets: deque[float] = deque(maxlen=window)
+        self._toff: deque[float] = deque(maxlen=window)
+        self._arrival: deque[float] = deque(maxlen=window)
         self._warned = False
+        self._said_arrival = False
         self._lock = threading.Lock()
 
-    def observe(self, gps_utc: datetime, system_utc: datetime) -> None:
+    def observe_toff(self, gps_utc: datetime, host_utc: datetime,
+                     now_utc: datetime | None = None, now_mono: float | None = None) -> None:
+        """A TOFF report: the cycle of ``gps_utc`` began arriving at ``host_utc`` (the
+        host's clock, as gpsd read it). ``now_*`` are for tests; default: the clocks now."""
+        now_utc = now_utc or datetime.now(UTC)
+        now_mono = time.monotonic() if now_mono is None else now_mono
+        mono_then = now_mono - (now_utc - host_utc).total_seconds()
         with self._lock:
-            self._offsets.append((gps_utc - system_utc).total_seconds())
-            off = statistics.median(self._offsets)
-        if abs(off) > self.warn_s and not self._warned and len(self._offsets) >= 3:
+            self._toff.append(gps_utc.timestamp() - mono_then)
+        self._check(now_utc, now_mono)
+
+    def observe_fix(self, gps_utc: datetime, now_utc: datetime | None = None,
+                    now_mono: float | None = None) -> None:
+        """A fix that arrived now: a sample late by gpsd's delivery delay, used only
+        while no TOFF has been seen."""
+        now_utc = now_utc or datetime.now(UTC)
+        now_mono = time.monotonic() if now_mono is None else now_mono
+        with self._lock:
+            self._arrival.append(gps_utc.timestamp() - now_mono)
+            fallback = not self._toff and len(self._arrival) >= 5 and not self._said_arrival
+            if fallback:
+                self._said_arrival = True
+        if fallback:
+            log.info("gpsd sends no TOFF reports: frames are tied to GPS time by when its "
+                     "fixes arrive, which counts its delivery delay (up to a second)")
+        self._check(now_utc, now_mono)
+
+    def _check(self, now_utc: datetime, now_mono: float) -> None:
+        off = self.system_offset_s(now_utc, now_mono)
+        with self._lock:
+            samples = len(self._toff) or len(self._arrival)
+        if off is not None and abs(off) > self.warn_s and not self._warned and samples >= 3:
             self._warned = True
             log.warning("system clock is off by %+.1f s against GPS; events are stamped "
                         "with GPS time", off)
 
-    @property
-    def offset_s(self) -> float | None:
-        """GPS minus system time, seconds (median of recent fixes); None before any fix."""
+    def reset(self) -> None:
+        """Forget every sample (GPS time jumped: the old tie no longer holds)."""
         with self._lock:
-            return statistics.median(self._offsets) if self._offsets else None
+            self._toff.clear()
+            self._arrival.clear()
 
-    def trusted_utc(self, system_utc: datetime) -> datetime:
-        off = self.offset_s
-        return system_utc + timedelta(seconds=off) if off is not None else system_utc
+    @property
+    def source(self) -> str | None:
+        """'toff', 'arrival', or None before any sample."""
+        with self._lock:
+            return "toff" if self._toff else ("arrival" if self._arrival else None)
+
+    @property
+    def mono_offset_s(self) -> float | None:
+        """GPS time (POSIX seconds) minus ``time.monotonic()``; None before any sample."""
+        with self._lock:
+            samples = self._toff or self._arrival
+            return statistics.median(samples) if samples else None
+
+    def system_offset_s(self, now_utc: datetime | None = None,
+                        now_mono: float | None = None) -> float | None:
+        """GPS minus system time, seconds; None before any sample."""
+        off = self.mono_offset_s
+        if off is None:
+            return None
+        now_utc = now_utc or datetime.now(UTC)
+        now_mono = time.monotonic() if now_mono is None else now_mono
+        return off + now_mono - now_utc.timestamp()
+
+    def frame_time(self, captured_utc: datetime, captured_mono: float) -> datetime:
+        """The :data:`FrameClock` of a live camera: the GPS time of a frame captured at
+        ``captured_mono``; its system-clock stamp until GPS time is known."""
+        off = self.mono_offset_s
+        if off is None:
+            return captured_utc
+        return datetime.fromtimestamp(captured_mono + off, UTC)
 
 
 def fix_from_tpv(tpv: dict[str, Any]) -> Fix | None:
@@ -254,12 +356,52 @@ class GpsStats:
     reconnects: int = 0
     fix_lost_since: datetime | None = None
     fix_losses: int = 0
+    backwards: int = 0
+    """Fixes older than the newest one (time ran backwards): not used."""
     last_error: str = ""
     clock_offset_s: float | None = field(default=None)
+    """GPS minus system time, seconds."""
+
+
+# A run of this many fixes, in order among themselves but all older than the newest
+# fix kept, is a new time line (a receiver that restarted, a log played again), not
+# strays: the track starts again from them instead of ignoring the receiver for good.
+NEW_TIMELINE_FIXES = 3
+
+# TOFF reports (see ClockCheck) come only to clients that also ask for PPS.
+WATCH = b'?WATCH={"enable":true,"json":true,"pps":true}\n'
+
+
+def _gpsd_client(host: str, port: int, timeout_s: float) -> Any:
+    """gpsdclient's reader, asking gpsd for TOFF reports as well as fixes."""
+    from gpsdclient import GPSDClient
+
+    class Client(GPSDClient):  # type: ignore[misc]
+        # gpsdclient's own gpsd_lines() sends a fixed WATCH without "pps"; this is it
+        # with ours, so that its version check and JSON layers stay as they are.
+        def gpsd_lines(self) -> Iterator[str]:
+            self.close()
+            self.sock = socket.create_connection((self.host, int(self.port)),
+                                                 timeout=self.timeout)
+            self.sock.send(WATCH)
+            yield from self.sock.makefile("r", encoding="utf-8")
+
+    return Client(host, port, timeout=timeout_s)
+
+
+def _toff_times(toff: dict[str, Any]) -> tuple[datetime, datetime] | None:
+    """(GPS time, host time) of a TOFF report, or None when it is malformed."""
+    try:
+        real = float(toff["real_sec"]) + float(toff.get("real_nsec", 0)) / 1e9
+        host = float(toff["clock_sec"]) + float(toff.get("clock_nsec", 0)) / 1e9
+        return datetime.fromtimestamp(real, UTC), datetime.fromtimestamp(host, UTC)
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 class GpsdReader:
-    """Reads TPV reports from gpsd on its own thread into a FixHistory.
+    """Reads TPV and TOFF reports from gpsd on its own thread into a FixHistory and a
+    ClockCheck.
 
     Reconnects with backoff when gpsd goes away (restart, crash) and reports
     fix loss and regain once each, not per report.
@@ -280,6 +422,7 @@ class GpsdReader:
         self._thread: threading.Thread | None = None
         self._had_fix = False
         self._lost_mono = 0.0
+        self._behind: list[Fix] = []
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="gps", daemon=True)
@@ -293,17 +436,20 @@ class GpsdReader:
             self._thread.join(timeout=self.timeout_s + 1)
 
     def run(self) -> None:
-        from gpsdclient import GPSDClient
-
         while not self.stop.is_set():
-            self._client = GPSDClient(self.host, self.port, timeout=self.timeout_s)
+            self._client = _gpsd_client(self.host, self.port, self.timeout_s)
             try:
-                for tpv in self._client.dict_stream(convert_datetime=False, filter=["TPV"]):
+                for report in self._client.dict_stream(convert_datetime=False,
+                                                       filter=["TPV", "TOFF"]):
                     if not self.stats.connected:
                         self.stats.connected = True
                         self._backoff.reset()
                         log.info("connected to gpsd at %s:%d", self.host, self.port)
-                    self._on_tpv(tpv)
+                    if report.get("class") == "TOFF":
+                        if (times := _toff_times(report)) is not None:
+                            self.clock.observe_toff(*times)
+                    else:
+                        self._on_tpv(report)
                     if self.stop.is_set():
                         break
                 else:
@@ -334,10 +480,13 @@ class GpsdReader:
             return
         self.stats.mode = fix.mode
         if fix.usable:
+            added = self.history.add(fix)
+            if added is Added.BACKWARDS and not self._new_timeline(fix):
+                return
+            self._behind.clear()
             self.stats.fixes += 1
-            self.clock.observe(fix.utc, datetime.now(UTC))
-            self.stats.clock_offset_s = self.clock.offset_s
-            self.history.add(fix)
+            self.clock.observe_fix(fix.utc)
+            self.stats.clock_offset_s = self.clock.system_offset_s()
             if self.stats.fix_lost_since is not None:
                 # measured on this machine's monotonic clock: the loss may have started
                 # with gpsd unreachable, when there was no GPS time to compare with
@@ -349,6 +498,32 @@ class GpsdReader:
             self._had_fix = True
         else:
             self._lost_fix(fix.utc, "receiver reports no fix")
+
+    def _new_timeline(self, fix: Fix) -> bool:
+        """A fix older than the newest kept. Strays are counted and ignored (warned once
+        per run of them); :data:`NEW_TIMELINE_FIXES` in a row, in order among themselves,
+        restart the track from them. True when ``fix`` now stands in the history."""
+        self.stats.backwards += 1
+        newest = self.history.last()
+        if not self._behind:
+            log.warning("GPS time ran backwards: a fix at %s after one at %s (a restarted "
+                        "receiver, or a log played again); ignored unless the receiver "
+                        "stays on the new time", fix.utc.strftime("%H:%M:%S"),
+                        newest.utc.strftime("%H:%M:%S") if newest else "?")
+        if self._behind and fix.utc <= self._behind[-1].utc:
+            self._behind.clear()
+        self._behind.append(fix)
+        if len(self._behind) < NEW_TIMELINE_FIXES:
+            return False
+        log.warning("GPS time stays %.0f s behind the track so far: starting the track "
+                    "again from %s", (newest.utc - fix.utc).total_seconds() if newest else 0,
+                    self._behind[0].utc.strftime("%H:%M:%S"))
+        self.history.clear()
+        self.clock.reset()
+        self.history.extend(self._behind)
+        self.stats.backwards -= len(self._behind)  # they are used after all
+        self.stats.fixes += len(self._behind) - 1  # the caller counts this one
+        return True
 
     def _lost_fix(self, when: datetime, why: str) -> None:
         if self.stats.fix_lost_since is None and self._had_fix:

@@ -1,277 +1,331 @@
-"""Wires the stages, their threads and queues: the only module that knows them all.
+"""Wires the stages, their threads and hand-offs: the only module that knows them all.
 
 ```
-camera ─frames─▶ detector ─detections─▶ tracker ─tracks─▶ events ─▶ store ─▶ uplink ─▶ broker
-                                                              ▲
-                                       gps (fixes, interpolated to the frame's time)
+camera ─frames─▶ perception ─findings─▶ store writer ─▶ outbox ─▶ uplink ─MQTT─▶ broker
+(sources) slot   (detector, tracker,    (bounded queue,  (SQLite)  (its own
+                  events, privacy)       FULL commits)              connection)
+                      ▲
+   gps (gpsd fixes → fix history; the clock check ties frame times to GPS time)
 ```
 
-Live (``run``): the camera thread puts each frame into a one-frame slot and
-the perception thread always takes the freshest one, so capture never waits
-for detection; frames overwritten in the slot are dropped and counted. After
-detection nothing is dropped: findings are committed to the store, and the
-uplink thread delivers them.
+Each stage runs on its own thread (:class:`~agent.stages.Stage`) and hands small
+records to the next: frames through a :class:`~agent.stages.FrameSlot`, findings
+through :meth:`StoreWriter.submit <agent.writer.StoreWriter.submit>`, committed
+findings through the outbox. The writer's and the uplink's SQLite connections are
+each opened and used on their own thread only.
 
-Replay (``replay``): a recorded drive, every frame processed in order, with the
-NMEA log either served by a real gpsd through gpsfake at recorded speed
-(``speed=1``) or read directly (``speed="max"``), through the same fix history
-and interpolation.
+``run`` and ``replay`` build this same pipeline. Only its :class:`Feeds` differ:
+where frames come from (a camera, or a recording played as one; a recording read
+frame by frame as fast as it goes) and where fixes come from (gpsd, gpsfake's gpsd
+serving a log, or the log read directly).
+
+An orderly stop (SIGTERM, SIGINT, or the end of a recording's work) goes in
+data-flow order, each stage finishing what it holds before the next is told:
+the camera stops; perception finishes the tracks in hand into findings (waiting
+for their fixes, as always); the writer commits them; the uplink delivers what it
+can within ``mqtt.stop_delivery_s``, then publishes the retained ``offline``
+status and disconnects. Each step is bounded; in all, at most
+:data:`STOP_BUDGET_S` with the defaults, normally a second or two.
 """
 
 from __future__ import annotations
 
-import contextlib
+import enum
 import logging
-import math
-import shutil
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
 from agent import __version__
 from agent.config import Config
 from agent.detector import Detector
-from agent.events import EventBuilder
-from agent.gps import ClockCheck, FixHistory, GpsdReader
-from agent.privacy import Redactor
-from agent.records import Event, Frame
+from agent.events import RecentFindings
+from agent.gps import ClockCheck, FixHistory, GpsdReader, recording_time
+from agent.perception import FIX_WAIT_S, Perception
+from agent.records import Event, Fix
 from agent.sources import FrameSource, OpenCVSource, open_source
+from agent.stages import Faults, FrameSlot, Stage, StageState
 from agent.store import Store
-from agent.tracker import Tracker
-from agent.uplink import Uplink
+from agent.uplink import OFFLINE_GRACE_S, Uplink
+from agent.writer import BUSY_TIMEOUT_S, StoreWriter
 
 log = logging.getLogger("pipeline")
 
+CAMERA_STOP_S = 3.0
+"""A camera read in progress is given this long to return (streams time out at 5 s)."""
+WRITER_STOP_S = 5.0
+"""How long the writer goes on retrying an unwritable outbox once stopping."""
+REPLAY_DRAIN_S = 120.0
+"""How long a replay waits for the broker to take its findings before it reports them
+pending (they stay in the outbox)."""
+STOP_BUDGET_S = (CAMERA_STOP_S + FIX_WAIT_S + 1 + WRITER_STOP_S + BUSY_TIMEOUT_S
+                 + 5.0 + OFFLINE_GRACE_S + 2)
+"""The longest an orderly stop takes with the default config (mqtt.stop_delivery_s 5)."""
 
-def build_detector(cfg: Config) -> Detector:
+
+def build_detector(cfg: Config, model: Path | None = None, every_class: bool = False
+                   ) -> Detector:
+    """The detector the config asks for (``model``: another .tflite instead)."""
     d = cfg.detector
-    return Detector(d.model_path(), d.labels, threads=d.threads, layout=d.layout,
+    return Detector(model or d.model_path(), d.labels, threads=d.threads, layout=d.layout,
                     score_threshold=d.score_threshold, class_thresholds=d.class_thresholds,
-                    allow=d.allow, iou_threshold=d.iou_threshold,
+                    allow=None if every_class else d.allow, iou_threshold=d.iou_threshold,
                     max_detections=d.max_detections)
 
 
+@dataclass(frozen=True)
+class Feeds:
+    """Where frames and fixes come from: the one thing ``run`` and ``replay`` do differently."""
+
+    camera: Callable[[threading.Event], FrameSource] | None
+    """Opens the frame source, given the event that stops it; None: no camera."""
+    gpsd: tuple[str, int] | None = None
+    """Where gpsd listens, or None."""
+    fixes: Sequence[Fix] = ()
+    """Fixes known before the first frame (a log read directly); nothing waits for gpsd."""
+    fix_history_s: float = 300.0
+    """How far back fixes are kept (a recording read fast needs all of them)."""
+    every_frame: bool = False
+    """Perception takes every frame (a recording read as fast as it goes) rather than the
+    freshest (a camera, or a recording played as one)."""
+    gpsd_retry_s: tuple[float, float] = (0.5, 10.0)
+    """Reconnect backoff to gpsd, first and longest wait."""
+
+
+def live_feeds(cfg: Config) -> Feeds:
+    """The unit's own camera and gpsd, as its config says (``patrol-agent run``)."""
+    cam = cfg.camera
+
+    def camera(stop: threading.Event) -> FrameSource:
+        return open_source(cam.kind, cam.source, width=cam.width, height=cam.height,
+                           fps=cam.fps, stop=stop)
+
+    return Feeds(camera=camera if cam.enabled else None,
+                 gpsd=(cfg.gps.host, cfg.gps.port) if cfg.gps.enabled else None)
+
+
+class Ending(enum.Enum):
+    """Why :meth:`Pipeline.run` returned."""
+
+    STOPPED = "stopped"
+    """Asked to (a signal)."""
+    DONE = "done"
+    """The work ran out: the recording ended and, with until_drained, the outbox emptied."""
+    FAILED = "failed"
+    """A stage died or kept failing."""
+
+
 @dataclass
-class PerceptionStats:
-    frames: int = 0
-    broken_frames: int = 0
-    detections: int = 0
-    frames_without_fix: int = 0
-    events: int = 0
-    inference_ms: float = 0.0
+class RunReport:
+    """What a run did, from every stage's stats (for the CLI and replay's summary)."""
 
-
-class Perception:
-    """Frame → detections → tracks → events, one frame at a time, on one thread."""
-
-    def __init__(self, cfg: Config, detector: Detector, history: FixHistory,
-                 submit: Callable[[Event], None],
-                 trusted_utc: Callable[[datetime], datetime] | None = None) -> None:
-        self.detector = detector
-        self.history = history
-        self.submit = submit
-        self.trusted_utc = trusted_utc or (lambda t: t)
-        self.tracker = Tracker(max_missed_s=1.0)
-        self.builder = EventBuilder(cfg.events, cfg.camera, history.position_at,
-                                    Redactor() if cfg.events.redact else None,
-                                    model=detector.model_path.stem, config_version=cfg.version,
-                                    trusted_utc=self.trusted_utc,
-                                    second_look=detector.second_look)
-        self.stats = PerceptionStats()
-
-    def process(self, frame: Frame) -> None:
-        try:
-            dets = self.detector.detect(frame.image)
-        except ValueError as e:  # a broken frame: counted, skipped, never fatal
-            self.stats.broken_frames += 1
-            log.warning("skipping frame %d: %s", frame.index, e)
-            return
-        self.stats.frames += 1
-        self.stats.detections += len(dets)
-        self.stats.inference_ms = self.detector.timings.invoke_ms
-        if self.history.position_at(self.trusted_utc(frame.captured_utc)) is None:
-            self.stats.frames_without_fix += 1
-        updated, ended = self.tracker.update(frame, dets)
-        self.builder.observe(frame, updated)
-        self._emit(ended)
-
-    def flush(self) -> None:
-        self._emit(self.tracker.flush())
-
-    def _emit(self, tracks: list) -> None:
-        for ev in self.builder.finish(tracks):
-            self.submit(ev)
-            self.stats.events += 1
-            pos = (f"{ev.position.lat:.6f},{ev.position.lon:.6f} ±{ev.position.accuracy_m:.0f} m "
-                   f"({ev.position.source})" if ev.position else "no GPS fix")
-            log.info("finding: %s %.2f at %s, %d frames", ev.label, ev.score, pos,
-                     ev.attributes.get("frames", 0))
-
-
-class LatestFrame:
-    """A one-frame slot: the camera overwrites, the detector takes the freshest."""
-
-    def __init__(self) -> None:
-        self._frame: Frame | None = None
-        self._cond = threading.Condition()
-        self.dropped = 0
-        self.closed = False
-
-    def put(self, frame: Frame) -> None:
-        with self._cond:
-            if self._frame is not None:
-                self.dropped += 1
-            self._frame = frame
-            self._cond.notify()
-
-    def take(self, timeout: float = 1.0) -> Frame | None:
-        with self._cond:
-            if self._frame is None and not self.closed:
-                self._cond.wait(timeout)
-            f, self._frame = self._frame, None
-            return f
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
+    ending: Ending
+    failed: list[str] = field(default_factory=list)
+    """'stage: why' for each stage that failed."""
+    lost: int = 0
+    """Findings that never reached the outbox."""
+    pending: int = 0
+    delivered: int = 0
 
 
 class Pipeline:
-    """The daemon: every configured stage on its own thread."""
+    """Every stage of one unit, on its own thread. ``run()`` is the whole life cycle;
+    ``start()`` and ``stop()`` are its two halves."""
 
-    def __init__(self, cfg: Config, store_path: Path | None = None) -> None:
+    def __init__(self, cfg: Config, feeds: Feeds | None = None,
+                 store_path: Path | None = None) -> None:
+        """Sets up every stage; raises StoreError, UplinkError, DetectorError or
+        SourceError (each says what is wrong) before any thread starts."""
         self.cfg = cfg
+        feeds = feeds if feeds is not None else live_feeds(cfg)
         self.store_path = Path(store_path or cfg.store.path)
-        self.stop_event = threading.Event()
-        # Open (and migrate) the store before anything else: a unit with an
-        # unusable store must say so at start, not at its first finding.
-        self._store = Store(self.store_path, synchronous="FULL")
-        self._store_lock = threading.Lock()
-        self.history = FixHistory()
+        # The outbox first: a unit with an unusable store must say so at start, not at
+        # its first finding. Opened here only to check it and read what the stages
+        # start from; the writer and the uplink each open their own on their thread.
+        window = timedelta(hours=cfg.events.dedup_window_h)
+        with Store(self.store_path) as store:
+            self._counts_at_start = store.counts()
+            recent = store.recent_findings(window)
+        self.history = FixHistory(max_age_s=feeds.fix_history_s)
+        self.history.extend(feeds.fixes)
         self.clock = ClockCheck()
-        self.gps: GpsdReader | None = None
-        if cfg.gps.enabled:
-            self.gps = GpsdReader(cfg.gps.host, cfg.gps.port, self.history, self.clock,
-                                  stop=self.stop_event)
-        self.detector: Detector | None = None
-        self.source: FrameSource | None = None
-        self.perception: Perception | None = None
-        self.slot = LatestFrame()
-        if cfg.camera.enabled:
-            self.detector = build_detector(cfg)
-            self.perception = Perception(cfg, self.detector, self.history, self.submit,
-                                         self.clock.trusted_utc)
+        self.stop_requested = threading.Event()
         self.uplink: Uplink | None = None
         if cfg.mqtt is not None:
-            self.uplink = Uplink(cfg, self.store_path,
-                                 status={"model": cfg.detector.model.stem})
-        self._threads: list[threading.Thread] = []
+            self.uplink = Uplink(cfg, self.store_path, status={"model": cfg.detector.model.stem})
+        self.writer = StoreWriter(self.store_path, cfg.store.max_held,
+                                  on_commit=self.uplink.notify if self.uplink else None)
+        self._camera_stop = threading.Event()
+        self.gps: GpsdReader | None = None
+        if feeds.gpsd is not None:
+            self.gps = GpsdReader(*feeds.gpsd, self.history, self.clock,
+                                  reconnect_min_s=feeds.gpsd_retry_s[0],
+                                  reconnect_max_s=feeds.gpsd_retry_s[1])
+        self.slot = FrameSlot(every_frame=feeds.every_frame)
+        self.frame_faults = Faults("perception", item="frame")
+        self.source: FrameSource | None = None
+        self.perception: Perception | None = None
+        if feeds.camera is not None:
+            detector = build_detector(cfg)
+            self.source = feeds.camera(self._camera_stop)
+            frame_time = (recording_time if self.source.timebase == "recording"
+                          else self.clock.frame_time)
+            self.perception = Perception(
+                cfg, detector, self.history, self.writer.submit, frame_time,
+                RecentFindings(cfg.events.dedup_distance_m, window, recent),
+                fix_wait_s=0.0 if feeds.fixes and feeds.gpsd is None else FIX_WAIT_S)
+        self.stages: list[Stage] = []
+        self._started_mono = 0.0
 
-    def submit(self, event: Event) -> None:
-        """Commit a finding durably, then wake the uplink (called by the event stage)."""
-        with self._store_lock:
-            self._store.add(event)
-        if self.uplink is not None:
-            self.uplink.notify()
+    # --- life cycle ---------------------------------------------------------
 
-    def _thread(self, name: str, target: Callable[[], None]) -> None:
-        t = threading.Thread(target=self._guard(name, target), name=name, daemon=True)
-        self._threads.append(t)
-        t.start()
+    def run(self, until_drained: bool = False, drain_timeout_s: float | None = None
+            ) -> RunReport:
+        """Start every stage, supervise them until a stop is requested, a stage fails,
+        or (``until_drained``) the frames have run out and every finding is delivered,
+        waiting at most ``drain_timeout_s`` for that last part; then stop them in order."""
+        self.start()
+        try:
+            ending = self._supervise(until_drained, drain_timeout_s)
+        finally:
+            self.stop()
+        return self.report(ending)
 
-    def _guard(self, name: str, target: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                target()
-            except Exception:
-                log.exception("%s stopped by an unexpected error", name)
-        return run
-
-    def start(self, until_drained: bool = False) -> None:
-        counts = self._store.counts()
+    def start(self) -> None:
+        c = self._counts_at_start
         log.info("patrol-agent %s starting: device %s, config version %d (%s), store %s "
                  "(%d pending, %d delivered)", __version__, self.cfg.device.id,
                  self.cfg.version, self.cfg.content_hash()[:12], self.store_path,
-                 counts["pending"], counts["delivered"])
+                 c["pending"], c["delivered"])
         if self.uplink is None:
             log.warning("no [mqtt] section: findings are kept in the store, not sent")
-        else:
-            uplink = self.uplink
-
-            def deliver() -> None:
-                try:
-                    uplink.run(self.stop_event, until_drained=until_drained)
-                finally:
-                    if until_drained:
-                        self.stop_event.set()
-
-            self._thread("uplink", deliver)
+        self._started_mono = time.monotonic()
+        # Downstream first, so that nothing is handed to a stage that is not there yet.
+        self._stage("store", self.writer.run)
+        if self.uplink is not None:
+            self._stage("uplink", self.uplink.run)
         if self.gps is not None:
-            self._thread("gps", self.gps.run)
+            self._stage("gps", self.gps.run)
         if self.perception is not None:
-            cam = self.cfg.camera
-            self.source = open_source(cam.kind, cam.source, width=cam.width, height=cam.height,
-                                      fps=cam.fps, stop=self.stop_event)
-            self._thread("camera", self._capture)
-            self._thread("perception", self._perceive)
+            self._stage("perception", self._perceive)
+            self._stage("camera", self._capture)
 
-    def _capture(self) -> None:
-        assert self.source is not None
-        while not self.stop_event.is_set():
-            frame = self.source.read()
-            if frame is None:
-                log.info("camera %s ended", self.source.name)
-                break
-            self.slot.put(frame)
-        self.slot.close()
-
-    def _perceive(self) -> None:
-        assert self.perception is not None
-        while not (self.stop_event.is_set() or (self.slot.closed and self.slot._frame is None)):
-            frame = self.slot.take()
-            if frame is not None:
-                self.perception.process(frame)
-        self.perception.flush()
-
-    def wait(self) -> bool:
-        """Block until a stop is requested (signal, or the uplink drained).
-        False if a stage thread died on its own: the caller exits non-zero so
-        that systemd restarts the agent."""
-        while not self.stop_event.wait(1.0):
-            if self._threads and not all(t.is_alive() for t in self._threads):
-                dead = [t.name for t in self._threads if not t.is_alive()]
-                if dead == ["camera"] and self.source is not None and not self.source.live:
-                    continue  # a recording ended; the rest finishes its work
-                log.error("stage thread(s) %s stopped; exiting so the service restarts",
-                          ", ".join(dead))
-                return False
-        return True
+    def submit(self, event: Event) -> bool:
+        """Hand a finding to the store writer, as the event stage does (any thread)."""
+        return self.writer.submit(event)
 
     def stop(self) -> None:
-        self.stop_event.set()
-        self.slot.close()
-        for t in self._threads:
-            t.join(timeout=10)
+        """Stop every stage in data-flow order, each finishing what it holds (bounded)."""
+        self.stop_requested.set()
+        self._camera_stop.set()
+        self._join("camera", CAMERA_STOP_S)
+        self.slot.close()  # even if the camera is stuck in a read: perception can finish
+        self._join("perception", FIX_WAIT_S + 3)
+        self.writer.close(WRITER_STOP_S)
+        self._join("store", WRITER_STOP_S + BUSY_TIMEOUT_S + 2)
+        if self.uplink is not None:
+            self.uplink.stop()
+            self._join("uplink", self.uplink.mq.stop_delivery_s + OFFLINE_GRACE_S + 3)
+        if self.gps is not None:
+            self.gps.close()
         if self.source is not None:
             self.source.close()
-        with self._store_lock:
-            self._store.close()
-        log.info("stopped")
+        log.info("stopped after %.0f s: %d findings committed this run, %d lost",
+                 time.monotonic() - self._started_mono, self.writer.stats.committed,
+                 self.writer.stats.lost)
+
+    def report(self, ending: Ending) -> RunReport:
+        with Store(self.store_path) as store:
+            counts = store.counts()
+        return RunReport(ending=ending,
+                         failed=[f"{s.name}: {s.error}" for s in self.stages
+                                 if s.state is StageState.FAILED],
+                         lost=self.writer.stats.lost, pending=counts["pending"],
+                         delivered=counts["delivered"])
+
+    # --- supervision --------------------------------------------------------
+
+    def _supervise(self, until_drained: bool, drain_timeout_s: float | None) -> Ending:
+        drain_by: float | None = None
+        while not self.stop_requested.wait(0.2):
+            if any(s.state is StageState.FAILED for s in self.stages):
+                names = ", ".join(s.name for s in self.stages if s.state is StageState.FAILED)
+                log.error("stage %s failed; stopping the agent so that it starts afresh", names)
+                return Ending.FAILED
+            # A daemon goes on (delivering, reading gpsd) after a recording ends, until
+            # it is stopped. until_drained: once the frames have run out (a recording
+            # ended, or there is no camera) the writer commits what it holds, then the
+            # uplink delivers what is pending, and the run is done.
+            if not until_drained or self._running("perception") or self._running("camera"):
+                continue
+            if self._running("store"):
+                self.writer.close(WRITER_STOP_S)
+                continue
+            if self.uplink is None or not self._running("uplink"):
+                return Ending.DONE
+            if drain_by is None:
+                self.uplink.finish()
+                drain_by = time.monotonic() + (drain_timeout_s or float("inf"))
+            elif time.monotonic() > drain_by:
+                log.warning("gave up waiting for the broker after %.0f s: the findings not "
+                            "delivered stay in the outbox", drain_timeout_s)
+                return Ending.DONE
+        return Ending.STOPPED
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT ask for an orderly stop (main thread only)."""
         def handler(signum: int, frame: FrameType | None) -> None:
             log.info("received %s, stopping", signal.Signals(signum).name)
-            self.stop_event.set()
+            self.stop_requested.set()
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+    def _stage(self, name: str, loop: Callable[[], None]) -> None:
+        stage = Stage(name, loop)
+        self.stages.append(stage)
+        stage.start()
+
+    def _running(self, name: str) -> bool:
+        return any(s.name == name and s.running for s in self.stages)
+
+    def _join(self, name: str, timeout: float) -> None:
+        for s in self.stages:
+            if s.name == name and not s.join(timeout):
+                log.warning("%s did not stop within %.0f s; leaving it", name, timeout)
+
+    # --- the camera and perception threads ----------------------------------
+
+    def _capture(self) -> None:
+        assert self.source is not None
+        try:
+            while not self._camera_stop.is_set():
+                frame = self.source.read()
+                if frame is None:
+                    if not self._camera_stop.is_set():
+                        log.info("camera %s ended", self.source.name)
+                    return
+                self.slot.put(frame)
+        finally:
+            self.slot.close()
+
+    def _perceive(self) -> None:
+        assert self.perception is not None
+        perception = self.perception
+        while not self.slot.finished:
+            frame = self.slot.take(timeout=0.2)
+            what = f"frame {frame.index}" if frame is not None else "waiting tracks"
+            with self.frame_faults.guard(what):
+                if frame is not None:
+                    perception.process(frame)
+                else:
+                    perception.release()
+        perception.flush()
 
 
 # --- replay of a recorded drive ----------------------------------------------------
@@ -284,61 +338,34 @@ class ReplaySummary:
     detections: int = 0
     frames_without_fix: int = 0
     broken_frames: int = 0
-    events: int = 0
-    suppressed: int = 0
+    skipped_frames: int = 0
+    findings: int = 0
+    repeats: int = 0
     dropped_tracks: int = 0
     fixes: int = 0
     gps_fix_losses: int = 0
     gpsd_reconnects: int = 0
     delivered: int | None = None
+    lost: int = 0
+    failed: list[str] = field(default_factory=list)
     gps_mode: str = "direct"
     notes: list[str] = field(default_factory=list)
-
-
-class _Gpsfake:
-    """gpsfake serving an NMEA log through a real gpsd on a free loopback port."""
-
-    def __init__(self, log_path: Path, cycle_s: float) -> None:
-        import socket
-
-        exe = shutil.which("gpsfake")
-        if exe is None:
-            raise RuntimeError("--speed 1 needs gpsfake (Debian package gpsd-clients); "
-                               "use --speed max to read the NMEA log directly")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.proc = subprocess.Popen([exe, "-q", "-1", "-P", str(self.port), "-c", f"{cycle_s:.4f}",
-                                      str(log_path)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def stop(self) -> None:
-        import os
-
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            # gpsfake sometimes sits in its own shutdown (waiting on its gpsd) well past a
-            # SIGTERM; the replay is over and its results stored, so end the group outright.
-            log.warning("gpsfake did not stop on SIGTERM; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
 
 
 def replay(cfg: Config, video: Path, nmea: Path, speed: str = "max",
            start_utc: datetime | None = None, store_path: Path | None = None,
            gpsd: tuple[str, int] | None = None) -> ReplaySummary:
-    """Run camera → detector → tracker → events → store (→ uplink) on a recorded drive.
+    """A recorded drive through the same pipeline as ``run``: camera → perception →
+    store (→ uplink, until every finding is delivered if a broker is configured).
 
-    ``gpsd``: read fixes from this gpsd (already serving the drive's log, e.g. a
-    technician's own gpsfake) instead of starting gpsfake; implies real-time speed.
-    The NMEA file is still read for the video's start time and the fix count.
+    ``speed`` "max": every frame, as fast as it goes, with the NMEA log read directly.
+    "1": the video played as a camera at its own rate and the log served by a real gpsd
+    through gpsfake. ``gpsd``: fixes from this gpsd (already serving the drive's log,
+    e.g. a technician's own gpsfake); implies real time. The NMEA file is still read for
+    the video's start time, the fix count and warnings about the log.
     """
-    from agent.nmea import read_nmea_stats
+    from agent.gpsfake import Gpsfake
+    from agent.nmea import describe_disorder, read_nmea_stats
 
     t_wall = time.monotonic()
     summary = ReplaySummary()
@@ -346,85 +373,56 @@ def replay(cfg: Config, video: Path, nmea: Path, speed: str = "max",
     summary.fixes = sum(f.usable for f in fixes)
     if nstats.bad:
         summary.notes.append(f"{nstats.bad} unreadable NMEA lines skipped")
+    if disorder := describe_disorder(nmea, nstats):
+        log.warning("%s", disorder)
+        summary.notes.append(disorder)
     if start_utc is None:
         if not fixes:
             raise ValueError(f"{nmea}: no timed NMEA sentences; give the video's start time")
         start_utc = fixes[0].utc  # the recorder starts the video and the log together
-    history = FixHistory(max_age_s=math.inf)
-    pipe_store = Store(store_path or cfg.store.path, synchronous="FULL")
-    uplink: Uplink | None = None
-    stop = threading.Event()
-    up_thread: threading.Thread | None = None
-    if cfg.mqtt is not None:
-        uplink = Uplink(cfg, store_path or cfg.store.path,
-                        status={"model": cfg.detector.model.stem})
-        up_thread = threading.Thread(target=uplink.run, args=(stop,), name="uplink", daemon=True)
-        up_thread.start()
+    real_time = gpsd is not None or speed != "max"
+    gpsfake: Gpsfake | None = None
+    if gpsd is not None:
+        summary.gps_mode = f"gpsd at {gpsd[0]}:{gpsd[1]}"
+    elif real_time:
+        summary.gps_mode = "gpsd (gpsfake)"
+        span = (fixes[-1].utc - fixes[0].utc).total_seconds() if len(fixes) > 1 else 1.0
+        gpsfake = Gpsfake(nmea, cycle_s=max(0.01, span / max(1, nstats.sentences)))
+        gpsd = ("127.0.0.1", gpsfake.port)
 
-    def submit(ev: Event) -> None:
-        pipe_store.add(ev)
-        if uplink is not None:
-            uplink.notify()
+    def camera(stop: threading.Event) -> FrameSource:
+        return OpenCVSource(str(video), fps=cfg.camera.fps, start_utc=start_utc,
+                            paced=real_time, stop=stop)
 
-    detector = build_detector(cfg)
-    perception = Perception(cfg, detector, history, submit)
-    src = OpenCVSource(str(video), start_utc=start_utc, fps=cfg.camera.fps)
-    gpsfake: _Gpsfake | None = None
-    reader: GpsdReader | None = None
+    feeds = Feeds(camera=camera, gpsd=gpsd, fixes=() if real_time else fixes,
+                  fix_history_s=float("inf"), every_frame=not real_time,
+                  gpsd_retry_s=(0.2, 1.0))
     try:
-        if gpsd is not None:
-            speed = "1"
-            summary.gps_mode = f"gpsd at {gpsd[0]}:{gpsd[1]}"
-        elif speed != "max":
-            summary.gps_mode = "gpsd (gpsfake)"
-            span = (fixes[-1].utc - fixes[0].utc).total_seconds() if len(fixes) > 1 else 1.0
-            lines = max(1, nstats.sentences)
-            gpsfake = _Gpsfake(nmea, cycle_s=max(0.01, span / lines))
-            gpsd = ("127.0.0.1", gpsfake.port)
-        if gpsd is None:
-            history.extend(fixes)
-        else:
-            reader = GpsdReader(*gpsd, history, reconnect_min_s=0.2, reconnect_max_s=1.0)
-            reader.start()
-        t0 = time.monotonic()
-        first_mono: float | None = None
-        while (frame := src.read()) is not None:
-            if speed != "max":
-                if first_mono is None:
-                    first_mono = frame.captured_mono
-                wait = (frame.captured_mono - first_mono) - (time.monotonic() - t0)
-                if wait > 0:
-                    time.sleep(wait)
-            perception.process(frame)
-        if reader is not None:
-            time.sleep(1.5)  # let the fixes after the last frame arrive
-        perception.flush()
-        summary.frames = perception.stats.frames
-        summary.seconds = summary.frames / (src.fps or cfg.camera.fps)
-        summary.detections = perception.stats.detections
-        summary.frames_without_fix = perception.stats.frames_without_fix
-        summary.broken_frames = perception.stats.broken_frames + src.stats.broken
-        summary.events = perception.stats.events
-        summary.suppressed = perception.builder.suppressed
-        summary.dropped_tracks = perception.builder.dropped
-        if reader is not None:
-            summary.fixes = reader.stats.fixes
-            summary.gps_fix_losses = reader.stats.fix_losses
-            summary.gpsd_reconnects = reader.stats.reconnects
-        if uplink is not None:
-            deadline = time.monotonic() + 120
-            while pipe_store.counts()["pending"] and time.monotonic() < deadline:
-                time.sleep(0.1)
-            summary.delivered = pipe_store.counts()["delivered"]
+        pipe = Pipeline(cfg, feeds, store_path=store_path)
+        pipe.install_signal_handlers()
+        report = pipe.run(until_drained=True, drain_timeout_s=REPLAY_DRAIN_S)
     finally:
-        stop.set()
-        if up_thread is not None:
-            up_thread.join(timeout=10)
-        if reader is not None:
-            reader.close()
         if gpsfake is not None:
             gpsfake.stop()
-        src.close()
-        pipe_store.close()
+    assert pipe.perception is not None and pipe.source is not None
+    p, src = pipe.perception, pipe.source
+    summary.frames = p.stats.frames
+    summary.seconds = (src.stats.frames + src.stats.skipped) / (
+        getattr(src, "fps", None) or cfg.camera.fps)
+    summary.detections = p.stats.detections
+    summary.frames_without_fix = p.stats.frames_without_fix
+    summary.broken_frames = p.stats.broken_frames + src.stats.broken
+    summary.skipped_frames = src.stats.skipped + pipe.slot.dropped
+    summary.findings = p.stats.findings
+    summary.repeats = p.builder.stats.repeats
+    summary.dropped_tracks = p.builder.stats.dropped
+    summary.lost = report.lost
+    summary.failed = report.failed
+    if pipe.gps is not None:
+        summary.fixes = pipe.gps.stats.fixes
+        summary.gps_fix_losses = pipe.gps.stats.fix_losses
+        summary.gpsd_reconnects = pipe.gps.stats.reconnects
+    if cfg.mqtt is not None:
+        summary.delivered = report.delivered
     summary.wall_s = time.monotonic() - t_wall
     return summary

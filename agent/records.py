@@ -94,6 +94,16 @@ class Position:
 
 
 @dataclass(frozen=True, slots=True)
+class PastFinding:
+    """What the dedup memory needs of a finding already made (see events.RecentFindings)."""
+
+    label: str
+    lat: float | None
+    lon: float | None
+    captured_utc: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """One finding: a civil-complaint element seen by the camera, with its picture."""
 

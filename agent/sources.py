@@ -4,13 +4,22 @@
 or a folder of images; ``Picamera2Source`` reads the Pi camera module through
 picamera2, imported only when chosen. Every frame carries its capture time.
 
-Live sources (a device, a URL, the Pi camera) never end: a camera that
-disappears or returns broken frames is closed and reopened with backoff,
-counted, and reported in ``stats``; ``read()`` keeps trying until it gets a
-frame or ``stop`` is set. Recorded sources (a file, a folder) end the run
-cleanly when they end: ``read()`` returns None. Their frame times follow the
-recording's own frame rate from a start time the caller gives, so a replayed
-drive is timed as it was driven, however fast it is processed.
+Live sources (a device index or ``/dev/...`` path, a URL, the Pi camera) never
+end: a camera that disappears or returns broken frames is closed and reopened
+with backoff, counted, and reported in ``stats``; ``read()`` keeps trying until
+it gets a frame or ``stop`` is set. Recorded sources (a file, a folder) end
+cleanly when they end: ``read()`` returns None.
+
+Two ways to time a recording:
+
+* as a live camera (``paced``, no ``start_utc``; what ``run`` does with a file):
+  it plays at its own frame rate from the first ``read()``, frames it falls
+  behind on are skipped as a camera's would be, and each frame is stamped with
+  this machine's clocks at the moment it is due (``timebase`` 'system'), so the
+  GPS clock check places it exactly as it would a camera's frame;
+* as the drive it recorded (``start_utc`` given; what ``replay`` does): frames
+  are stamped with the drive's own time (``timebase`` 'recording'), played at
+  recorded speed if ``paced`` or as fast as they are read if not.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -33,6 +42,11 @@ from agent.records import Frame
 log = logging.getLogger("camera")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+# A stream that stops sending is given up (and reopened) after this long, so that a
+# stalled IP camera neither hangs the camera thread nor an orderly stop.
+STREAM_TIMEOUT_MS = 5000
+
+Timebase = Literal["system", "recording"]
 
 
 class SourceError(Exception):
@@ -44,6 +58,9 @@ class SourceStats:
     frames: int = 0
     broken: int = 0
     """Frames that came back empty or malformed (skipped)."""
+    skipped: int = 0
+    """Frames of a recording played as a live camera that were due before the last
+    one was taken (the reader fell behind): dropped as a camera would drop them."""
     reopens: int = 0
     last_error: str = ""
 
@@ -53,6 +70,10 @@ class FrameSource(Protocol):
 
     name: str
     live: bool
+    """Never ends (a camera); a recording ends."""
+    timebase: Timebase
+    """'system': frames carry this machine's clocks at capture (the GPS clock check maps
+    them); 'recording': frames carry the recorded drive's own time."""
     stats: SourceStats
 
     def read(self) -> Frame | None:
@@ -72,8 +93,8 @@ class OpenCVSource:
 
     def __init__(self, spec: str, *, width: int | None = None, height: int | None = None,
                  fps: float | None = None, start_utc: datetime | None = None,
-                 stop: threading.Event | None = None, reopen_min_s: float = 0.5,
-                 reopen_max_s: float = 30.0) -> None:
+                 paced: bool = False, stop: threading.Event | None = None,
+                 reopen_min_s: float = 0.5, reopen_max_s: float = 30.0) -> None:
         self.spec = spec
         self.stats = SourceStats()
         self._stop = stop or threading.Event()
@@ -83,7 +104,8 @@ class OpenCVSource:
         self._cap: cv2.VideoCapture | None = None
         self._images: list[Path] = []
         path = Path(spec)
-        if spec.isdigit():
+        if spec.isdigit() or spec.startswith("/dev/"):
+            # A /dev path may be a USB camera not plugged in yet: live, so retried.
             self.kind, self.live = "device", True
         elif "://" in spec:
             self.kind, self.live = "stream", True
@@ -97,8 +119,13 @@ class OpenCVSource:
         else:
             raise SourceError(f"camera.source {spec!r}: no such file, folder or device")
         self.name = f"{self.kind}:{spec}"
-        self._start_utc = start_utc or datetime.now(UTC)
-        self._start_mono = time.monotonic()
+        self.paced = paced and not self.live
+        self.timebase: Timebase = "recording" if start_utc is not None and not self.live \
+            else "system"
+        # A recording's clock starts at its first read (a paced one plays from then);
+        # with start_utc its frames carry the drive's time instead of ours.
+        self._start_utc = start_utc
+        self._start_mono: float | None = None
         self.fps = fps
         if self.kind == "file":
             self._open()
@@ -115,8 +142,12 @@ class OpenCVSource:
     def _open(self) -> bool:
         if self.kind == "folder":
             return True
-        target: int | str = int(self.spec) if self.kind == "device" else self.spec
-        cap = cv2.VideoCapture(target)
+        if self.kind == "stream":
+            cap = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
+                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
+        else:
+            cap = cv2.VideoCapture(int(self.spec) if self.spec.isdigit() else self.spec)
         if not cap.isOpened():
             cap.release()
             self.stats.last_error = f"cannot open {self.name}"
@@ -169,30 +200,69 @@ class OpenCVSource:
     def _read_file(self) -> Frame | None:
         assert self._cap is not None
         while True:
+            if self.paced and not self._wait_turn():
+                return None
             ok, img = self._cap.read()
             if not ok:
                 return None  # the recording ended
             if _valid(img):
-                break
+                return self._recorded_frame(img)
             self.stats.broken += 1
             self._index += 1
-        offset = self._index / (self.fps or 10.0)
-        return self._frame(img, self._start_utc + timedelta(seconds=offset),
-                           self._start_mono + offset)
 
     def _read_folder(self) -> Frame | None:
         while self._index < len(self._images):
+            if self.paced and not self._wait_turn():
+                return None
+            if self._index >= len(self._images):
+                break
             path = self._images[self._index]
             img = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if _valid(img):
-                offset = self._index / (self.fps or 10.0)
-                return self._frame(img, self._start_utc + timedelta(seconds=offset),
-                                   self._start_mono + offset)
+                return self._recorded_frame(img)
             self.stats.broken += 1
             self.stats.last_error = f"unreadable image {path.name}"
             log.warning("camera %s: skipping unreadable image %s", self.name, path.name)
             self._index += 1
         return None
+
+    def _period(self) -> float:
+        return 1.0 / (self.fps or 10.0)
+
+    def _clock_start(self) -> float:
+        if self._start_mono is None:
+            self._start_mono = time.monotonic()
+            if self._start_utc is None:
+                self._start_utc = datetime.now(UTC)
+            if self.paced:
+                log.info("camera %s: playing as a live camera at %.1f frames/s", self.name,
+                         self.fps or 10.0)
+        return self._start_mono
+
+    def _wait_turn(self) -> bool:
+        """Paced: wait until the next frame is due. Frames more than one period overdue
+        are skipped unread, as a camera drops what nobody took. False if stopped."""
+        start = self._clock_start()
+        period = self._period()
+        while time.monotonic() - (start + self._index * period) > period:
+            if self.kind == "file":
+                assert self._cap is not None
+                if not self._cap.grab():
+                    return True  # the end: the read that follows finds it
+            elif self._index >= len(self._images) - 1:
+                return True
+            self._index += 1
+            self.stats.skipped += 1
+        wait = start + self._index * period - time.monotonic()
+        return not (wait > 0 and self._stop.wait(wait))
+
+    def _recorded_frame(self, img: np.ndarray) -> Frame:
+        """A recording's frame, stamped at the instant it is due on the recording's timeline:
+        the drive's time (timebase 'recording') or this machine's (timebase 'system')."""
+        start = self._clock_start()
+        assert self._start_utc is not None
+        offset = self._index * self._period()
+        return self._frame(img, self._start_utc + timedelta(seconds=offset), start + offset)
 
     def _frame(self, img: np.ndarray, utc: datetime, mono: float) -> Frame:
         f = Frame(image=img, captured_utc=utc, captured_mono=mono, index=self._index,
@@ -216,6 +286,7 @@ class Picamera2Source:
     """The Pi camera module through picamera2 (only on a Raspberry Pi)."""
 
     live = True
+    timebase: Timebase = "system"
 
     def __init__(self, *, width: int, height: int, fps: float,
                  stop: threading.Event | None = None,
@@ -316,10 +387,9 @@ class Picamera2Source:
 
 
 def open_source(kind: str, source: str, *, width: int, height: int, fps: float,
-                start_utc: datetime | None = None,
-                stop: threading.Event | None = None) -> FrameSource:
-    """The frame source the camera config asks for."""
+                paced: bool = True, stop: threading.Event | None = None) -> FrameSource:
+    """The camera the config asks for, as a live camera: a recording given as
+    ``camera.source`` is played at its own frame rate unless ``paced`` is False."""
     if kind == "picamera2":
         return Picamera2Source(width=width, height=height, fps=fps, stop=stop)
-    return OpenCVSource(source, width=width, height=height, fps=fps, start_utc=start_utc,
-                        stop=stop)
+    return OpenCVSource(source, width=width, height=height, fps=fps, paced=paced, stop=stop)

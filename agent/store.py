@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import sqlite_utils
 
-from agent.records import Event, Position, iso_utc, parse_iso_utc
+from agent.records import Event, PastFinding, Position, iso_utc, parse_iso_utc
 
 SCHEMA_VERSION = 2
 
@@ -280,6 +280,19 @@ class Store:
         for state, n in self.db.execute("SELECT state, count(*) FROM events GROUP BY state"):
             out[state] = n
         return out
+
+    def recent_findings(self, window: timedelta) -> list[PastFinding]:
+        """Label, place and time of the events captured within ``window`` of the newest
+        one, oldest first, without their pictures: what the dedup memory starts from.
+        Measured from the newest event, not from the system clock, which on a Pi that
+        has not seen GPS or NTP yet can be anywhere (and replays are of the past)."""
+        newest = self.db.execute("SELECT max(captured_utc) FROM events").fetchone()[0]
+        if newest is None:
+            return []
+        rows = self.db.execute(
+            "SELECT label, lat, lon, captured_utc FROM events WHERE captured_utc >= ? "
+            "ORDER BY captured_utc", [iso_utc(parse_iso_utc(newest) - window)]).fetchall()
+        return [PastFinding(label, lat, lon, parse_iso_utc(t)) for label, lat, lon, t in rows]
 
     def oldest_pending_utc(self) -> datetime | None:
         row = self.db.execute(

@@ -21,7 +21,6 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from agent.records import Box, Detection, Frame, iou
 
@@ -34,7 +33,7 @@ def _cxcywh(b: Box) -> tuple[float, float, float, float]:
 class Observation:
     """One detection of a track and when its frame was captured. The frame's
     pixels are not kept here (fifty frames per track would not fit a Pi's
-    memory); the event stage keeps its few best shots in ``Track.best``."""
+    memory); the event stage keeps its few best shots itself, by track id."""
 
     index: int
     captured_utc: datetime
@@ -46,8 +45,6 @@ class Observation:
 class Track:
     id: int
     observations: list[Observation] = field(default_factory=list)
-    best: Any = None
-    """Whatever the event stage keeps as the best shots so far (it decides)."""
 
     @property
     def last(self) -> Observation:

@@ -21,6 +21,11 @@ Delivery rules (the contract in docs/mqtt.md):
   reports what it sees now while the backlog drains.
 * Reconnects use capped exponential backoff with jitter, so a fleet that loses
   its broker does not come back in lockstep.
+* It ends one of two ways. :meth:`Uplink.finish` (nothing more will be committed:
+  a replay, ``run --until-drained``) delivers what is pending and returns.
+  :meth:`Uplink.stop` (SIGTERM) goes on delivering for ``mqtt.stop_delivery_s``
+  at most, then publishes the retained ``offline`` status and disconnects; what
+  is left stays pending in the outbox for the next start.
 """
 
 from __future__ import annotations
@@ -56,8 +61,8 @@ log = logging.getLogger("uplink")
 POLL_INTERVAL_S = 0.5
 # A rejected publish (e.g. an ACL denies the topic) is retried this much later.
 REJECT_RETRY_S = 60.0
-# On a clean stop, wait this long for outstanding PUBACKs before disconnecting.
-STOP_GRACE_S = 2.0
+# After the last delivery, wait this long for the broker to acknowledge "offline".
+OFFLINE_GRACE_S = 1.0
 
 
 class UplinkError(Exception):
@@ -154,6 +159,9 @@ class Uplink:
         self._mid_event: dict[int, str] = {}
         self._acked: list[str] = []
         self._held: dict[str, float] = {}  # event id -> monotonic time to retry a rejected one
+        self._stop = threading.Event()
+        self._stop_by = float("inf")  # monotonic deadline for delivery once stopping
+        self._finish = threading.Event()
         self._connected = False
         self._socket_open = False
         self._connect_started = 0.0
@@ -165,8 +173,24 @@ class Uplink:
         """Tell the uplink that new events were committed (from any thread)."""
         self._wake.set()
 
-    def run(self, stop: threading.Event, until_drained: bool = False) -> None:
-        """Deliver until ``stop`` is set (or, with until_drained, until the outbox is empty)."""
+    def finish(self) -> None:
+        """Nothing more will be committed: deliver what is pending, then return (any thread)."""
+        self._finish.set()
+        self._wake.set()
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Deliver for ``grace_s`` more at most (default ``mqtt.stop_delivery_s``), then
+        say offline and return (any thread). What is left stays in the outbox."""
+        grace = self.mq.stop_delivery_s if grace_s is None else grace_s
+        self._stop_by = min(self._stop_by, time.monotonic() + grace)
+        self._stop.set()
+        self._wake.set()
+
+    def run(self, until_drained: bool = False) -> None:
+        """Deliver until :meth:`stop`, or until the outbox is empty once :meth:`finish`
+        was called (``until_drained``: at once)."""
+        if until_drained:
+            self._finish.set()
         store = Store(self.store_path, synchronous="NORMAL")
         backoff = Backoff(self.mq.reconnect_min_s, self.mq.reconnect_max_s)
         next_attempt = 0.0
@@ -174,11 +198,14 @@ class Uplink:
         next_prune = 0.0
         retention = timedelta(hours=self.cfg.store.retention_hours)
         try:
-            while not stop.is_set():
+            while True:
                 now = time.monotonic()
+                if self._stop.is_set() and (now >= self._stop_by or not self._connected
+                                            or self._drained(store)):
+                    return
                 if not self._socket_open:
                     if now < next_attempt:
-                        stop.wait(min(next_attempt - now, 0.5))
+                        self._wait(min(next_attempt - now, 0.5))
                         continue
                     if not self._try_connect():
                         next_attempt = time.monotonic() + self._schedule_retry(backoff)
@@ -204,7 +231,7 @@ class Uplink:
                     self._wake.clear()
                     next_poll = now + POLL_INTERVAL_S
                     self._fill_window(store)
-                    if until_drained and not self._inflight and store.counts()["pending"] == 0:
+                    if self._finish.is_set() and self._drained(store):
                         log.info("outbox drained: every event is delivered")
                         return
                 if retention > timedelta(0) and now >= next_prune:
@@ -214,6 +241,16 @@ class Uplink:
         finally:
             self._shutdown(store)
             store.close()
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep while disconnected; a stop or a finish cuts it short."""
+        if self._stop.is_set():
+            return
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    def _drained(self, store: Store) -> bool:
+        return not self._inflight and store.counts()["pending"] == 0
 
     # --- connection -------------------------------------------------------
 
@@ -426,11 +463,15 @@ class Uplink:
         if not self._connected:
             self._drop_socket()
             return
+        pending = store.counts()["pending"]
+        if self._stop.is_set() and pending:
+            log.warning("stopping with %d events not yet delivered; they stay in the outbox "
+                        "for the next start", pending)
         try:
             info = self._client.publish(self.topics.status, self._status_payload("offline"),
                                         qos=1, retain=True)
-            deadline = time.monotonic() + STOP_GRACE_S
-            while (self._inflight or not info.is_published()) and time.monotonic() < deadline:
+            deadline = time.monotonic() + OFFLINE_GRACE_S
+            while not info.is_published() and time.monotonic() < deadline:
                 if self._client.loop(timeout=0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
                 self._flush_acks(store)

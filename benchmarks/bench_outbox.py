@@ -77,9 +77,8 @@ def delivery(path: Path, port: int, n: int, window: int) -> float:
                         "mqtt": {"host": "127.0.0.1", "port": port,
                                  "inflight_window": window}})
     up = Uplink(cfg)
-    stop = threading.Event()
     t0 = time.perf_counter()
-    up.run(stop, until_drained=True)
+    up.run(until_drained=True)
     dt = time.perf_counter() - t0
     assert up.stats.delivered == n
     return n / dt

@@ -108,7 +108,7 @@ def test_second_lap_is_not_a_second_event() -> None:
     later = T0 + timedelta(minutes=20)
     hist2, frames2, dets2 = drive_past(obj, t0=later)
     b.positions = hist2.position_at
-    assert run(b, frames2, dets2) == [] and b.suppressed == 1
+    assert run(b, frames2, dets2) == [] and b.stats.repeats == 1
 
 
 def test_an_object_only_seen_from_afar_is_not_a_finding() -> None:
@@ -117,7 +117,7 @@ def test_an_object_only_seen_from_afar_is_not_a_finding() -> None:
     obj = destination(*destination(*ORIGIN, 0.0, 70.0), 90.0, 5.0)
     hist, frames, dets = drive_past(obj, seconds=2.0, speed=10.0)
     b = EventBuilder(EventsConfig(max_range_m=35.0), CAM_CFG, hist.position_at, Redactor())
-    assert run(b, frames, dets) == [] and b.dropped == 1
+    assert run(b, frames, dets) == [] and b.stats.too_far == 1
     # the same views count once the range allows them
     b = EventBuilder(EventsConfig(max_range_m=80.0), CAM_CFG, hist.position_at, Redactor())
     (ev,) = run(b, frames, dets)
@@ -135,7 +135,7 @@ def test_a_place_that_keeps_its_distance_ahead_is_not_a_finding() -> None:
     box = (*(px.min(axis=0) / (640, 360)), *(px.max(axis=0) / (640, 360)))
     same = [[Detection("banner", 1, 0.95, box)] for _ in frames]
     b = EventBuilder(EventsConfig(), CAM_CFG, hist.position_at, Redactor())
-    assert run(b, frames, same) == [] and b.dropped == 1
+    assert run(b, frames, same) == [] and b.stats.moves_with_vehicle == 1
     # while the vehicle creeps in a queue (under 5 m) the same views do place it
     still = FixHistory(max_age_s=1e9)
     for s in range(5):
@@ -163,7 +163,7 @@ def test_a_track_not_found_again_on_a_closer_look_is_not_a_finding() -> None:
         return cfg.confirm_score - 0.1
 
     b = EventBuilder(cfg, CAM_CFG, hist.position_at, None, second_look=doubtful)
-    assert run(b, frames, dets) == [] and b.dropped == 1
+    assert run(b, frames, dets) == [] and b.stats.unconfirmed == 1
     quality = sorted(((shot_quality(f.image, d[0]), d[0].bbox)
                       for f, d in zip(frames, dets, strict=True) if d), reverse=True)
     assert sorted(asked) == sorted(bb for _, bb in quality[:cfg.confirm_views])
@@ -172,7 +172,7 @@ def test_a_track_not_found_again_on_a_closer_look_is_not_a_finding() -> None:
     b.positions = hist2.position_at
     b.second_look = lambda image, bbox, label: 0.95
     events = run(b, frames2, dets2)
-    assert len(events) == 1 and b.suppressed == 0
+    assert len(events) == 1 and b.stats.repeats == 0
     assert events[0].attributes["second_look"] == 0.95
 
 
@@ -204,7 +204,7 @@ def test_flickers_are_not_findings() -> None:
     f0 = Frame(img, T0, 0.0, 0)
     updated, _ = tr.update(f0, [Detection("banner", 1, 0.9, (0.6, 0.4, 0.7, 0.5))])
     b.observe(f0, updated)
-    assert b.finish(tr.flush()) == [] and b.dropped == 1
+    assert b.finish(tr.flush()) == [] and b.stats.too_short == 1
 
 
 

@@ -80,13 +80,47 @@ def test_no_fix_fixes_are_ignored() -> None:
     assert len(h) == 0 and h.position_at(T0) is None
 
 
-def test_clock_offset_against_gps() -> None:
+def test_a_frame_is_placed_in_gps_time_whatever_the_system_clock_says() -> None:
+    """A Pi that booted without a clock (year 2000), whose clock NTP then steps by a day:
+    frames are tied to GPS time through the monotonic clock, so the step changes nothing."""
     c = ClockCheck()
-    sys_now = datetime(2000, 1, 1, tzinfo=UTC)  # a Pi that booted without a clock
+    sys_now, mono = datetime(2000, 1, 1, tzinfo=UTC), 1000.0
+    for k in range(5):  # the first sentence of each cycle arrives 0.05 s after its second
+        host = sys_now + timedelta(seconds=k + 0.05)
+        c.observe_toff(T0 + timedelta(seconds=k), host, now_utc=host, now_mono=mono + k + 0.05)
+    assert c.system_offset_s(sys_now, mono) == pytest.approx((T0 - sys_now).total_seconds()
+                                                             - 0.05)
+    frame_mono = mono + 7.25
+    want = T0 + timedelta(seconds=7.2)
+    assert abs((c.frame_time(sys_now, frame_mono) - want).total_seconds()) < 1e-6
+    stepped = sys_now + timedelta(days=1)  # NTP sets the clock: the stamp moves, GPS time not
+    assert abs((c.frame_time(stepped, frame_mono) - want).total_seconds()) < 1e-6
+
+
+def test_gpsds_delivery_delay_is_not_counted_as_clock_offset() -> None:
+    """gpsd sends a 1 Hz receiver's fix about half a second after its time (when the last
+    sentence of the cycle is in); the TOFF report stamps the first. Fixes alone would put
+    every frame half a second early (7 m at 50 km/h); once TOFF is seen it is what counts."""
+    c = ClockCheck()
+    mono0 = 500.0
+    sys0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
     for k in range(5):
-        c.observe(T0 + timedelta(seconds=k), sys_now + timedelta(seconds=k))
-    assert c.offset_s == pytest.approx((T0 - sys_now).total_seconds())
-    assert c.trusted_utc(sys_now + timedelta(seconds=10)) == T0 + timedelta(seconds=10)
+        arrival = k + 0.55
+        c.observe_fix(T0 + timedelta(seconds=k), now_utc=sys0 + timedelta(seconds=arrival),
+                      now_mono=mono0 + arrival)
+    early = c.frame_time(sys0, mono0 + 3.0)
+    assert c.source == "arrival"
+    assert (T0 + timedelta(seconds=3) - early).total_seconds() == pytest.approx(0.55)
+    for k in range(5, 10):
+        first = k + 0.01
+        c.observe_toff(T0 + timedelta(seconds=k), sys0 + timedelta(seconds=first),
+                       now_utc=sys0 + timedelta(seconds=first + 0.002),
+                       now_mono=mono0 + first + 0.002)
+        c.observe_fix(T0 + timedelta(seconds=k), now_utc=sys0 + timedelta(seconds=k + 0.55),
+                      now_mono=mono0 + k + 0.55)
+    assert c.source == "toff"
+    right = c.frame_time(sys0, mono0 + 3.0)
+    assert (T0 + timedelta(seconds=3) - right).total_seconds() == pytest.approx(0.01)
 
 
 def test_gpsd_reader_follows_a_real_receiver_through_gpsd(caplog: pytest.LogCaptureFixture
@@ -104,8 +138,10 @@ def test_gpsd_reader_follows_a_real_receiver_through_gpsd(caplog: pytest.LogCapt
     last = h.last()
     assert last is not None and 52.8 < last.lat < 52.9 and 5.2 < last.lon < 5.4  # IJsselmeer
     # the log is from 2018: the system clock looks wrong by years against it
-    assert reader.clock.offset_s is not None and reader.clock.offset_s < -3e7
+    offset = reader.clock.system_offset_s()
+    assert offset is not None and offset < -3e7
     assert "system clock is off" in caplog.text and "GPS fix acquired" in caplog.text
+    assert reader.clock.source == "toff"  # gpsd reports when each cycle began arriving
 
 
 def test_gpsd_restart_is_survived(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,0 +1,194 @@
+"""The store writer: the one thread that commits findings to the outbox.
+
+The event stage hands each finding to :meth:`StoreWriter.submit`, which never blocks
+it. The writer's thread owns the outbox's ``synchronous=FULL`` connection (a SQLite
+connection stays on the thread that made it), commits what has queued up in one
+transaction, and then wakes the uplink. A finding exists once it is committed
+(see store.py); from then on it reaches the broker at least once.
+
+If the outbox cannot be written for a while (another process holds its lock, the SD
+card is full, an I/O error), the findings are held in memory, up to ``store.max_held``
+of them, and the commit is retried with backoff. The first failure and the recovery
+are logged once each. A finding that arrives while ``max_held`` are already held is
+lost: each one is logged as an error naming what it was, and counted. So is what is
+still held when an orderly stop runs out of time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.backoff import Backoff
+from agent.records import Event
+from agent.store import Store, StoreError
+
+log = logging.getLogger("store")
+
+# A commit waits this long for another process's lock before it counts as failed (and
+# the findings are held and retried): short, so that an orderly stop stays bounded.
+BUSY_TIMEOUT_S = 5.0
+
+
+@dataclass
+class WriterStats:
+    committed: int = 0
+    held: int = 0
+    """Findings waiting for a commit now."""
+    lost: int = 0
+    """Findings that never reached the outbox (max_held overflowed, or a stop ran out of
+    time while the outbox was unwritable)."""
+    failed_commits: int = 0
+    last_error: str = ""
+    unwritable_since: float | None = None
+    """time.monotonic() of the first failed commit of the current outage; None when the
+    outbox is writable."""
+
+
+def _what(ev: Event) -> str:
+    where = (f"{ev.position.lat:.6f},{ev.position.lon:.6f}" if ev.position else "no position")
+    return f"{ev.label} {ev.score:.2f} at {where}, seen {ev.captured_utc:%Y-%m-%d %H:%M:%S}Z"
+
+
+class StoreWriter:
+    """Commits findings to the outbox at ``path`` from its own thread (:meth:`run`)."""
+
+    def __init__(self, path: Path, max_held: int = 200,
+                 on_commit: Callable[[], None] | None = None,
+                 retry_min_s: float = 0.5, retry_max_s: float = 10.0,
+                 busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self.max_held = max_held
+        self.on_commit = on_commit or (lambda: None)
+        self.busy_timeout_s = busy_timeout_s
+        self.stats = WriterStats()
+        self._backoff = Backoff(retry_min_s, retry_max_s)
+        self._queue: deque[Event] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._deadline = float("inf")
+
+    # --- any thread ---------------------------------------------------------
+
+    def submit(self, event: Event) -> bool:
+        """Queue a finding for the next commit; never waits. False if it is lost."""
+        with self._cond:
+            if len(self._queue) >= self.max_held:
+                self.stats.lost += 1
+                lost = True
+            else:
+                self._queue.append(event)
+                self.stats.held = len(self._queue)
+                self._cond.notify()
+                lost = False
+        if lost:
+            log.error("FINDING LOST: %s. The outbox has not been writable for %.0f s (%s) and "
+                      "%d findings are already held (store.max_held); %d lost so far",
+                      _what(event), self._outage_s(), self.stats.last_error, self.max_held,
+                      self.stats.lost)
+        return not lost
+
+    def close(self, timeout_s: float) -> None:
+        """No more findings will come: :meth:`run` commits what is held and returns,
+        giving up (and counting them lost) after ``timeout_s`` of failing."""
+        with self._cond:
+            self._closed = True
+            self._deadline = time.monotonic() + timeout_s
+            self._cond.notify()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing held: every finding submitted so far is committed (or lost)."""
+        with self._cond:
+            return not self._queue
+
+    # --- the writer's thread -----------------------------------------------
+
+    def run(self) -> None:
+        store: Store | None = None
+        retry_at = 0.0
+        try:
+            while True:
+                with self._cond:
+                    while True:
+                        if not self._queue and self._closed:
+                            return  # closed, and everything is committed
+                        wait = retry_at - time.monotonic()
+                        if self._queue and wait <= 0:
+                            break
+                        self._cond.wait(min(0.5, wait) if self._queue else None)
+                    batch = list(self._queue)
+                try:
+                    if store is None:
+                        store = Store(self.path, synchronous="FULL",
+                                      busy_timeout_s=self.busy_timeout_s)
+                    self._commit(store, batch)
+                except (StoreError, sqlite3.Error, OSError) as e:
+                    if store is not None and not isinstance(e, sqlite3.OperationalError):
+                        store.close()  # a damaged connection: open a fresh one next time
+                        store = None
+                    retry_at = time.monotonic() + self._failed(e, len(batch))
+                    if self._closed and time.monotonic() >= self._deadline:
+                        self._give_up(batch)
+                        return
+                    continue
+                self._committed(batch)
+        finally:
+            if store is not None:
+                store.close()
+
+    def _commit(self, store: Store, batch: list[Event]) -> None:
+        try:
+            store.add_many(batch)
+        except sqlite3.IntegrityError:
+            # One of them is in the outbox already (the same id: committed before a
+            # failure was reported); commit the others one by one.
+            for ev in batch:
+                try:
+                    store.add(ev)
+                except sqlite3.IntegrityError:
+                    log.info("finding %s is in the outbox already", ev.id)
+
+    def _committed(self, batch: list[Event]) -> None:
+        with self._cond:
+            for _ in batch:
+                self._queue.popleft()
+            self.stats.held = len(self._queue)
+        self.stats.committed += len(batch)
+        if self.stats.unwritable_since is not None:
+            log.warning("the outbox is writable again after %.0f s; %d held findings "
+                        "committed", self._outage_s(), len(batch))
+            self.stats.unwritable_since = None
+        self._backoff.reset()
+        self.on_commit()
+
+    def _failed(self, e: Exception, held: int) -> float:
+        """Count and report a failed commit; the delay before the next attempt."""
+        self.stats.failed_commits += 1
+        self.stats.last_error = str(e) or type(e).__name__
+        delay = self._backoff.next_delay()
+        if self.stats.unwritable_since is None:
+            self.stats.unwritable_since = time.monotonic()
+            log.error("cannot write the outbox %s (%s): holding %d findings in memory (up "
+                      "to %d) and retrying", self.path, self.stats.last_error, held,
+                      self.max_held)
+        return delay
+
+    def _give_up(self, batch: list[Event]) -> None:
+        with self._cond:
+            self._queue.clear()
+            self.stats.held = 0
+        self.stats.lost += len(batch)
+        for ev in batch:
+            log.error("FINDING LOST: %s. Stopping, and the outbox is still not writable (%s)",
+                      _what(ev), self.stats.last_error)
+
+    def _outage_s(self) -> float:
+        since = self.stats.unwritable_since
+        return 0.0 if since is None else time.monotonic() - since
