@@ -2,7 +2,9 @@
 
 While a track is alive, every new observation is scored as a picture (detector
 score, sharpness, size, not cut by the frame edge) and the best few frames are
-kept (``events.confirm_views``, not all of them). When the track ends it becomes an
+kept (:class:`BestShots`, ``events.confirm_views`` of them, on the perception
+thread). When the track ends it is handed on with them as an :class:`EndedTrack`,
+and :class:`EventBuilder` (on the findings thread, see findings.py) makes it an
 event if it was seen often and confidently enough:
 
 * its class is the track's majority vote;
@@ -193,8 +195,45 @@ class RecentFindings:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class EndedTrack:
+    """A track the tracker has ended (it changes no more) and its best views, best first."""
+
+    track: Track
+    shots: tuple[BestShot, ...]
+
+
+class BestShots:
+    """The best few views of each live track (perception's thread): the picture of a
+    finding and the views its second look is asked about."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._shots: dict[int, list[BestShot]] = {}  # track id -> its best shots, best first
+
+    @classmethod
+    def for_config(cls, cfg: EventsConfig) -> BestShots:
+        """As many as the second look asks about (one without a second look)."""
+        return cls(cfg.confirm_views if cfg.confirm_score > 0 else 1)
+
+    def observe(self, frame: Frame, updated: list[Track]) -> None:
+        for tr in updated:
+            obs = tr.last
+            if obs.index != frame.index:
+                continue
+            q = shot_quality(frame.image, obs.detection)
+            shots = self._shots.get(tr.id, [])
+            if len(shots) < self.keep or q > shots[-1].quality:
+                self._shots[tr.id] = sorted([*shots, BestShot(q, frame, obs.detection)],
+                                            key=lambda s: -s.quality)[:self.keep]
+
+    def end(self, tracks: list[Track]) -> list[EndedTrack]:
+        """Hand ended tracks on with their shots (and forget them here)."""
+        return [EndedTrack(tr, tuple(self._shots.pop(tr.id, ()))) for tr in tracks]
+
+
 class EventBuilder:
-    """Keeps the best shots of live tracks and turns ended tracks into events.
+    """Turns ended tracks into events (see the module docstring for the rules).
 
     ``frame_time`` maps a frame's capture stamps to GPS time (a live camera's through
     the clock check; a recording's are already); ``recent`` is the dedup memory.
@@ -219,28 +258,11 @@ class EventBuilder:
         self.recent = recent or RecentFindings(cfg.dedup_distance_m,
                                                timedelta(hours=cfg.dedup_window_h))
         self.stats = EventStats()
-        self._shots: dict[int, list[BestShot]] = {}  # track id -> its best shots, best first
 
-    def observe(self, frame: Frame, updated: list[Track]) -> None:
-        for tr in updated:
-            obs = tr.last
-            if obs.index != frame.index:
-                continue
-            q = shot_quality(frame.image, obs.detection)
-            shots = self._shots.get(tr.id, [])
-            if len(shots) < self._keep or q > shots[-1].quality:
-                # best first; the views after the first are only for the second look
-                self._shots[tr.id] = sorted([*shots, BestShot(q, frame, obs.detection)],
-                                            key=lambda s: -s.quality)[:self._keep]
-
-    @property
-    def _keep(self) -> int:
-        return self.cfg.confirm_views if self.second_look is not None else 1
-
-    def finish(self, tracks: list[Track]) -> list[Event]:
+    def finish(self, ended: list[EndedTrack]) -> list[Event]:
         out = []
-        for tr in tracks:
-            ev = self._event(tr, self._shots.pop(tr.id, []))
+        for e in ended:
+            ev = self._event(e.track, list(e.shots))
             if ev is not None:
                 self.stats.findings += 1
                 out.append(ev)

@@ -1,18 +1,20 @@
 """Wires the stages, their threads and hand-offs: the only module that knows them all.
 
 ```
-camera ─frames─▶ perception ─findings─▶ store writer ─▶ outbox ─▶ uplink ─MQTT─▶ broker
-(sources) slot   (detector, tracker,    (bounded queue,  (SQLite)  (its own
-                  events, privacy)       FULL commits)              connection)
-                      ▲
-   gps (gpsd fixes → fix history; the clock check ties frame times to GPS time)
+camera ─frames─▶ perception ─tracks─▶ findings ─findings─▶ store writer ─▶ uplink ─▶ broker
+(sources) slot   (detector,   ended   (place, second look, (outbox,         (MQTT)
+                  tracker)            privacy, dedup)       FULL commits)
+                                          ▲
+       gps (gpsd fixes → fix history; the clock check ties frame times to GPS time)
 ```
 
 Each stage runs on its own thread (:class:`~agent.stages.Stage`) and hands small
-records to the next: frames through a :class:`~agent.stages.FrameSlot`, findings
-through :meth:`StoreWriter.submit <agent.writer.StoreWriter.submit>`, committed
-findings through the outbox. The writer's and the uplink's SQLite connections are
-each opened and used on their own thread only.
+records to the next: frames through a :class:`~agent.stages.FrameSlot`, ended tracks
+through :meth:`FindingStage.put <agent.findings.FindingStage.put>`, findings through
+:meth:`StoreWriter.submit <agent.writer.StoreWriter.submit>`, committed findings
+through the outbox. The writer's and the uplink's SQLite connections are each opened
+and used on their own thread only; so are the two TFLite interpreters (detection,
+and the findings' second look).
 
 ``run`` and ``replay`` build this same pipeline. Only its :class:`Feeds` differ:
 where frames come from (a camera, or a recording played as one; a recording read
@@ -21,10 +23,10 @@ serving a log, or the log read directly).
 
 An orderly stop (SIGTERM, SIGINT, or the end of a recording's work) goes in
 data-flow order, each stage finishing what it holds before the next is told:
-the camera stops; perception finishes the tracks in hand into findings (waiting
-for their fixes, as always); the writer commits them; the uplink delivers what it
-can within ``mqtt.stop_delivery_s``, then publishes the retained ``offline``
-status and disconnects. Each step is bounded; in all, at most
+the camera stops; perception ends the tracks in hand; the findings stage makes
+findings of them (waiting for their fixes, as always); the writer commits them; the
+uplink delivers what it can within ``mqtt.stop_delivery_s``, then publishes the
+retained ``offline`` status and disconnects. Each step is bounded; in all, at most
 :data:`STOP_BUDGET_S` with the defaults, normally a second or two.
 """
 
@@ -44,9 +46,11 @@ from types import FrameType
 from agent import __version__
 from agent.config import Config
 from agent.detector import Detector
-from agent.events import RecentFindings
+from agent.events import EventBuilder, RecentFindings
+from agent.findings import FIX_WAIT_S, FindingStage
 from agent.gps import ClockCheck, FixHistory, GpsdReader, recording_time
-from agent.perception import FIX_WAIT_S, Perception
+from agent.perception import Perception
+from agent.privacy import Redactor
 from agent.records import Event, Fix
 from agent.sources import FrameSource, OpenCVSource, open_source
 from agent.stages import Faults, FrameSlot, Stage, StageState
@@ -63,16 +67,17 @@ WRITER_STOP_S = 5.0
 REPLAY_DRAIN_S = 120.0
 """How long a replay waits for the broker to take its findings before it reports them
 pending (they stay in the outbox)."""
-STOP_BUDGET_S = (CAMERA_STOP_S + FIX_WAIT_S + 1 + WRITER_STOP_S + BUSY_TIMEOUT_S
+STOP_BUDGET_S = (CAMERA_STOP_S + 1 + FIX_WAIT_S + 1 + WRITER_STOP_S + BUSY_TIMEOUT_S
                  + 5.0 + OFFLINE_GRACE_S + 2)
 """The longest an orderly stop takes with the default config (mqtt.stop_delivery_s 5)."""
 
 
-def build_detector(cfg: Config, model: Path | None = None, every_class: bool = False
-                   ) -> Detector:
+def build_detector(cfg: Config, model: Path | None = None, every_class: bool = False,
+                   threads: int | None = None) -> Detector:
     """The detector the config asks for (``model``: another .tflite instead)."""
     d = cfg.detector
-    return Detector(model or d.model_path(), d.labels, threads=d.threads, layout=d.layout,
+    return Detector(model or d.model_path(), d.labels, threads=threads or d.threads,
+                    layout=d.layout,
                     score_threshold=d.score_threshold, class_thresholds=d.class_thresholds,
                     allow=None if every_class else d.allow, iou_threshold=d.iou_threshold,
                     max_detections=d.max_detections)
@@ -170,15 +175,26 @@ class Pipeline:
         self.frame_faults = Faults("perception", item="frame")
         self.source: FrameSource | None = None
         self.perception: Perception | None = None
+        self.findings: FindingStage | None = None
         if feeds.camera is not None:
             detector = build_detector(cfg)
+            # Its own interpreter for the second look, on the findings thread; one
+            # thread is plenty for a few views per finding.
+            look = build_detector(cfg, threads=1)
             self.source = feeds.camera(self._camera_stop)
             frame_time = (recording_time if self.source.timebase == "recording"
                           else self.clock.frame_time)
-            self.perception = Perception(
-                cfg, detector, self.history, self.writer.submit, frame_time,
-                RecentFindings(cfg.events.dedup_distance_m, window, recent),
+            builder = EventBuilder(
+                cfg.events, cfg.camera, self.history.position_at,
+                Redactor() if cfg.events.redact else None, model=detector.model_path.stem,
+                config_version=cfg.version, frame_time=frame_time,
+                second_look=look.second_look,
+                recent=RecentFindings(cfg.events.dedup_distance_m, window, recent))
+            self.findings = FindingStage(
+                builder, self.history, frame_time, self.writer.submit,
                 fix_wait_s=0.0 if feeds.fixes and feeds.gpsd is None else FIX_WAIT_S)
+            self.perception = Perception(cfg, detector, self.history, self.findings.put,
+                                         frame_time)
         self.stages: list[Stage] = []
         self._started_mono = 0.0
 
@@ -211,6 +227,8 @@ class Pipeline:
             self._stage("uplink", self.uplink.run)
         if self.gps is not None:
             self._stage("gps", self.gps.run)
+        if self.findings is not None:
+            self._stage("findings", self.findings.run)
         if self.perception is not None:
             self._stage("perception", self._perceive)
             self._stage("camera", self._capture)
@@ -225,7 +243,10 @@ class Pipeline:
         self._camera_stop.set()
         self._join("camera", CAMERA_STOP_S)
         self.slot.close()  # even if the camera is stuck in a read: perception can finish
-        self._join("perception", FIX_WAIT_S + 3)
+        self._join("perception", 2)
+        if self.findings is not None:
+            self.findings.close()
+            self._join("findings", FIX_WAIT_S + 3)
         self.writer.close(WRITER_STOP_S)
         self._join("store", WRITER_STOP_S + BUSY_TIMEOUT_S + 2)
         if self.uplink is not None:
@@ -235,9 +256,14 @@ class Pipeline:
             self.gps.close()
         if self.source is not None:
             self.source.close()
-        log.info("stopped after %.0f s: %d findings committed this run, %d lost",
-                 time.monotonic() - self._started_mono, self.writer.stats.committed,
-                 self.writer.stats.lost)
+        frames = ""
+        if self.source is not None and self.perception is not None:
+            frames = (f"{self.perception.stats.frames} frames analysed, "
+                      f"{self.slot.dropped + self.source.stats.skipped} not (detection "
+                      f"was busy), {self.source.stats.broken} broken; ")
+        log.info("stopped after %.0f s: %s%d findings committed, %d lost",
+                 time.monotonic() - self._started_mono, frames,
+                 self.writer.stats.committed, self.writer.stats.lost)
 
     def report(self, ending: Ending) -> RunReport:
         with Store(self.store_path) as store:
@@ -262,6 +288,10 @@ class Pipeline:
             # ended, or there is no camera) the writer commits what it holds, then the
             # uplink delivers what is pending, and the run is done.
             if not until_drained or self._running("perception") or self._running("camera"):
+                continue
+            if self._running("findings"):
+                assert self.findings is not None
+                self.findings.close()
                 continue
             if self._running("store"):
                 self.writer.close(WRITER_STOP_S)
@@ -318,13 +348,10 @@ class Pipeline:
         assert self.perception is not None
         perception = self.perception
         while not self.slot.finished:
-            frame = self.slot.take(timeout=0.2)
-            what = f"frame {frame.index}" if frame is not None else "waiting tracks"
-            with self.frame_faults.guard(what):
-                if frame is not None:
+            frame = self.slot.take(timeout=0.5)
+            if frame is not None:
+                with self.frame_faults.guard(f"frame {frame.index}"):
                     perception.process(frame)
-                else:
-                    perception.release()
         perception.flush()
 
 
@@ -405,7 +432,8 @@ def replay(cfg: Config, video: Path, nmea: Path, speed: str = "max",
         if gpsfake is not None:
             gpsfake.stop()
     assert pipe.perception is not None and pipe.source is not None
-    p, src = pipe.perception, pipe.source
+    assert pipe.findings is not None
+    p, src, ev = pipe.perception, pipe.source, pipe.findings.stats
     summary.frames = p.stats.frames
     summary.seconds = (src.stats.frames + src.stats.skipped) / (
         getattr(src, "fps", None) or cfg.camera.fps)
@@ -413,9 +441,9 @@ def replay(cfg: Config, video: Path, nmea: Path, speed: str = "max",
     summary.frames_without_fix = p.stats.frames_without_fix
     summary.broken_frames = p.stats.broken_frames + src.stats.broken
     summary.skipped_frames = src.stats.skipped + pipe.slot.dropped
-    summary.findings = p.stats.findings
-    summary.repeats = p.builder.stats.repeats
-    summary.dropped_tracks = p.builder.stats.dropped
+    summary.findings = ev.findings
+    summary.repeats = ev.repeats
+    summary.dropped_tracks = ev.dropped
     summary.lost = report.lost
     summary.failed = report.failed
     if pipe.gps is not None:

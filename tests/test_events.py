@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent.config import CameraConfig, EventsConfig
-from agent.events import EventBuilder, crop_box, ground_point
+from agent.events import BestShots, EventBuilder, crop_box, ground_point
 from agent.geo import LocalFrame, destination, haversine_m
 from agent.gps import FixHistory
 from agent.privacy import Redaction, Redactor
@@ -75,13 +75,16 @@ def drive_past(obj: tuple[float, float], seconds: float = 6.0, fps: float = 10.0
 
 
 def run(builder: EventBuilder, frames: list[Frame], dets: list[list[Detection]]) -> list:
+    """Frames through the tracker and the best-shot keeper (as perception runs them) and
+    the ended tracks through the builder (as the findings stage does)."""
     tr = Tracker()
+    shots = BestShots.for_config(builder.cfg)
     events = []
     for f, d in zip(frames, dets, strict=True):
         updated, ended = tr.update(f, d)
-        builder.observe(f, updated)
-        events += builder.finish(ended)
-    return events + builder.finish(tr.flush())
+        shots.observe(f, updated)
+        events += builder.finish(shots.end(ended))
+    return events + builder.finish(shots.end(tr.flush()))
 
 
 def test_one_event_at_the_objects_place_not_the_vehicles() -> None:
@@ -203,8 +206,9 @@ def test_flickers_are_not_findings() -> None:
     img = np.zeros((360, 640, 3), np.uint8)
     f0 = Frame(img, T0, 0.0, 0)
     updated, _ = tr.update(f0, [Detection("banner", 1, 0.9, (0.6, 0.4, 0.7, 0.5))])
-    b.observe(f0, updated)
-    assert b.finish(tr.flush()) == [] and b.stats.too_short == 1
+    shots = BestShots.for_config(b.cfg)
+    shots.observe(f0, updated)
+    assert b.finish(shots.end(tr.flush())) == [] and b.stats.too_short == 1
 
 
 
