@@ -309,3 +309,93 @@ def start_agent(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
     logf = open(log_path, "ab")  # noqa: SIM115 - the child owns it
     return subprocess.Popen(agent_cmd("run", "--config", str(config)), stdout=logf,
                             stderr=subprocess.STDOUT, env=env)
+
+
+class Unit:
+    """``patrol-agent run`` as its own process, as systemd runs it, with its log kept line
+    by line (and when each line arrived, for tests that act on what the agent says)."""
+
+    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        run_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        run_env.pop("JOURNAL_STREAM", None)
+        self.started = time.time()
+        self.proc = subprocess.Popen(agent_cmd("run", "--config", str(config), *args),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=run_env)
+        self.lines: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append((time.time(), line.rstrip("\n")))
+
+    @property
+    def log(self) -> str:
+        with self._lock:
+            return "\n".join(text for _, text in self.lines)
+
+    def seen(self, text: str) -> float | None:
+        """When a line containing ``text`` arrived, or None."""
+        with self._lock:
+            return next((t for t, line in self.lines if text in line), None)
+
+    def wait_for(self, text: str, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while (t := self.seen(text)) is None:
+            if self.proc.poll() is not None and self.seen(text) is None:
+                self._reader.join(2)
+                if (t := self.seen(text)) is not None:
+                    return t
+                raise AssertionError(f"agent exited ({self.proc.returncode}) before "
+                                     f"saying {text!r}:\n{self.log}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"agent did not say {text!r} in {timeout:.0f} s:\n"
+                                     f"{self.log}")
+            time.sleep(0.02)
+        return t
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> tuple[int, float]:
+        """Signal it and wait: (exit code, seconds it took to exit)."""
+        t0 = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"agent did not exit within {timeout} s of {sig}:\n"
+                                 f"{self.log}") from None
+        self._reader.join(5)
+        return rc, time.monotonic() - t0
+
+    def wait(self, timeout: float) -> int:
+        rc = self.proc.wait(timeout)
+        self._reader.join(5)
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def unit_config(path: Path, *, device: str, camera: str | None, db: Path,
+                gps_port: int | None = None, broker_port: int | None = None,
+                extra: str = "") -> Path:
+    """A unit's config as provisioning writes it: its camera, its gpsd, its broker."""
+    text = f'version = 1\n[device]\nid = "{device}"\n'
+    text += (f'[camera]\nsource = "{camera}"\n' if camera is not None
+             else "[camera]\nenabled = false\n")
+    text += (f'[gps]\nhost = "127.0.0.1"\nport = {gps_port}\n' if gps_port is not None
+             else "[gps]\nenabled = false\n")
+    text += f'[store]\npath = "{db}"\n'
+    if broker_port is not None:
+        text += (f'[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\nreconnect_min_s = 0.2\n'
+                 'reconnect_max_s = 1.0\nkeepalive_s = 5\n')
+    path.write_text(text + extra)
+    return path
