@@ -130,8 +130,11 @@ class Store:
     def _setup(self, synchronous: Synchronous) -> None:
         db = self.db
         # auto_vacuum must be chosen before the first table exists; it lets
-        # prune() give space back to the SD card without a full VACUUM.
-        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        # prune() give space back to the SD card without a full VACUUM. Only then:
+        # on an existing outbox it changes nothing but waits for the write lock, and
+        # another process holding that lock must not keep the agent from starting.
+        if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise StoreError(f"store {self.path}: cannot switch to WAL (got {mode})")
