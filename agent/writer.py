@@ -99,7 +99,8 @@ class StoreWriter:
         giving up (and counting them lost) after ``timeout_s`` of failing."""
         with self._cond:
             self._closed = True
-            self._deadline = time.monotonic() + timeout_s
+            # Asked again (the supervisor asks until it has ended): the first deadline holds.
+            self._deadline = min(self._deadline, time.monotonic() + timeout_s)
             self._cond.notify()
 
     @property
