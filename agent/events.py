@@ -339,7 +339,7 @@ class EventBuilder:
             "accuracy_m": round(tag.accuracy_m, 1), "extrapolated": tag.extrapolated}
         attrs: dict[str, object] = {
             "frames": tr.frames,
-            "first_seen": first.captured_utc.isoformat(),
+            "first_seen": self.frame_time(first.captured_utc, first.captured_mono).isoformat(),
             "duration_s": round(last.captured_mono - first.captured_mono, 2),
             "frame_index": best.frame.index,
             "position_method": where,
