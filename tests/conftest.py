@@ -374,7 +374,13 @@ class Unit:
         return rc, time.monotonic() - t0
 
     def wait(self, timeout: float) -> int:
-        rc = self.proc.wait(timeout)
+        """Wait for it to exit by itself: its exit code."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"agent did not exit within {timeout} s:\n{self.log}"
+                                 ) from None
         self._reader.join(5)
         return rc
 
@@ -386,14 +392,14 @@ class Unit:
 
 def unit_config(path: Path, *, device: str, camera: str | None, db: Path,
                 gps_port: int | None = None, broker_port: int | None = None,
-                extra: str = "") -> Path:
+                extra: str = "", store_extra: str = "") -> Path:
     """A unit's config as provisioning writes it: its camera, its gpsd, its broker."""
     text = f'version = 1\n[device]\nid = "{device}"\n'
     text += (f'[camera]\nsource = "{camera}"\n' if camera is not None
              else "[camera]\nenabled = false\n")
     text += (f'[gps]\nhost = "127.0.0.1"\nport = {gps_port}\n' if gps_port is not None
              else "[gps]\nenabled = false\n")
-    text += f'[store]\npath = "{db}"\n'
+    text += f'[store]\npath = "{db}"\n{store_extra}'
     if broker_port is not None:
         text += (f'[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\nreconnect_min_s = 0.2\n'
                  'reconnect_max_s = 1.0\nkeepalive_s = 5\n')

@@ -149,3 +149,17 @@ def test_missing_store_is_a_clear_error(tmp_path: Path) -> None:
     r = subprocess.run(agent_cmd("events", "list", "--db", str(tmp_path / "none.db")),
                        capture_output=True, text=True)
     assert r.returncode == 1 and "no store at" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_importing_a_file_that_is_not_text_is_one_line_and_changes_nothing(
+        tmp_path: Path) -> None:
+    """A technician picks the wrong file (the outbox itself, a picture): one line, exit 2."""
+    blob = tmp_path / "outbox.db"
+    blob.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 8)
+    other = tmp_path / "other.db"
+    r = subprocess.run(agent_cmd("events", "import", str(blob), "--db", str(other)),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "is not a JSON Lines export" in r.stderr and "nothing imported" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not other.exists()

@@ -10,7 +10,8 @@ import pytest
 
 from agent.cli import main
 from agent.config import Config, ConfigError, load_config, parse_config
-from tests.conftest import agent_cmd
+from agent.store import Store
+from tests.conftest import agent_cmd, make_event, write_config
 
 
 def problems_of(tmp_path: Path, text: str) -> list[str]:
@@ -148,3 +149,20 @@ def test_the_shipped_example_config_is_valid() -> None:
     cfg = load_config(Path(__file__).parent.parent / "provisioning" / "agent.example.toml")
     assert cfg.mqtt is not None and cfg.mqtt.host == "mqtt.city.example"
     assert cfg.device.id == "van-0042"
+
+
+def test_run_until_drained_without_a_broker_ends_and_says_what_is_left(
+        tmp_path: Path) -> None:
+    """Nothing to deliver to: with an empty outbox the run ends at once (0); with findings
+    in it, it says they stay pending and exits 1. It never waits for ever."""
+    db = tmp_path / "outbox.db"
+    cfg = write_config(tmp_path / "a.toml", None, db)
+    r = subprocess.run(agent_cmd("run", "--config", str(cfg), "--until-drained"),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    with Store(db) as s:
+        s.add_many([make_event(i) for i in range(2)])
+    r = subprocess.run(agent_cmd("run", "--config", str(cfg), "--until-drained"),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert "2 findings are still pending: there is no [mqtt] section" in r.stderr

@@ -7,11 +7,13 @@ import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from agent.geo import destination, haversine_m
 from agent.gps import ClockCheck, FixHistory, GpsdReader
+from agent.nmea import format_gga, format_rmc
 from agent.records import Fix
 from tests.conftest import NMEA_DIR, Gpsfake, wait_until
 
@@ -183,3 +185,28 @@ def test_a_receiver_without_fix_gives_no_position() -> None:
         reader.close()
         fake.stop()
     assert reader.stats.fixes == 0 and len(h) == 0
+
+
+def test_time_running_backwards_through_gpsd_is_warned_and_a_new_time_line_followed(
+        caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """A receiver that restarts with its clock 20 s back: a stray fix from the past is
+    ignored with a warning; once the receiver stays on the new time, the track starts
+    again from there instead of ignoring it for good."""
+    caplog.set_level(logging.INFO)
+    fixes = driving_north(seconds=30)
+    log = tmp_path / "restart.nmea"
+    sentences = [s for f in fixes[:25] + fixes[5:15] for s in (format_rmc(f), format_gga(f))]
+    log.write_text("\r\n".join(sentences) + "\r\n")
+    fake = Gpsfake(log, cycle_s=0.02).start()
+    h = FixHistory(max_age_s=1e9)
+    reader = GpsdReader("127.0.0.1", fake.port, h, timeout_s=3)
+    reader.start()
+    try:
+        wait_until(lambda: (last := h.last()) is not None
+                   and last.utc == fixes[14].utc and len(h) > 5, 30, "the new time line")
+    finally:
+        reader.close()
+        fake.stop()
+    assert "GPS time ran backwards: a fix at 09:30:05 after one at 09:30:24" in caplog.text
+    assert "starting the track again from 09:30:05" in caplog.text
+    assert h.position_at(T0 + timedelta(seconds=20)) is None  # the old line is gone

@@ -185,3 +185,72 @@ def test_generated_drives_meet_the_evaluation_targets(tmp_path: Path) -> None:
     assert s.precision >= 0.8, s
     assert s.events_per_object <= 1.1, s
     assert s.position_error_m_p50 is not None and s.position_error_m_p50 <= 5.0, s
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_a_killed_real_time_replay_takes_its_gpsfake_and_gpsd_with_it(tmp_path: Path) -> None:
+    proc = subprocess.Popen(agent_cmd("replay", "--video", str(SAMPLE / "video.mp4"),
+                                      "--nmea", str(SAMPLE / "track.nmea"), "--speed", "1",
+                                      "--db", str(tmp_path / "out.db"), "--quiet"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        fake: list[int] = []
+        deadline = time.monotonic() + 60
+        while not fake and time.monotonic() < deadline:
+            fake = [c for c in _children(proc.pid) if "gpsfake" in _cmdline(c)]
+            time.sleep(0.1)
+        assert fake, "no gpsfake started"
+        gpsd: list[int] = []
+        while not gpsd and time.monotonic() < deadline:
+            gpsd = [c for c in _children(fake[0]) if "gpsd" in _cmdline(c)]
+            time.sleep(0.1)
+        assert gpsd, "gpsfake started no gpsd"
+        time.sleep(2.0)  # well into the drive
+    finally:
+        proc.kill()
+        proc.wait()
+    left = fake + gpsd
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in left) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [(p, _cmdline(p)) for p in left if _alive(p)]
+
+
+def test_a_log_whose_time_runs_backwards_is_replayed_with_a_warning(tmp_path: Path) -> None:
+    """A log with its first 20 s again at the end (two recordings joined): the replay says
+    so, uses each time once, and finds what it finds without the repeat."""
+    lines = (SAMPLE / "track.nmea").read_text().splitlines(keepends=True)
+    joined = tmp_path / "joined.nmea"
+    joined.write_text("".join(lines + lines[:40]))
+    r = replay(tmp_path, nmea=joined)
+    assert r.returncode == 0, r.stderr
+    assert ("its time runs backwards once (first at line 123: 01:30:00.000 after "
+            "01:31:00.000) and 20 receiver cycles repeat an earlier time") in r.stdout
+    assert "5 findings stored" in r.stdout
