@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                      "(see the log)")
     if args.until_drained and report.pending:
         why = ("there is no [mqtt] section to deliver them to" if cfg.mqtt is None
-               else "the broker did not take them")
+               else "the broker did not take them, or they cannot be read back (see the log)")
         return _fail(f"{report.pending} findings are still pending: {why}")
     return 0
 

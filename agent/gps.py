@@ -42,6 +42,7 @@ from typing import Any
 from agent.backoff import Backoff
 from agent.geo import destination, haversine_m, initial_bearing_deg
 from agent.records import Fix
+from agent.stages import Faults
 
 log = logging.getLogger("gps")
 
@@ -342,7 +343,9 @@ def fix_from_tpv(tpv: dict[str, Any]) -> Fix | None:
     if eph is None:
         ex, ey = num("epx"), num("epy")
         eph = math.hypot(ex, ey) if ex is not None and ey is not None else None
-    return Fix(utc=t, lat=num("lat"), lon=num("lon"), mode=int(tpv.get("mode") or 0),
+    mode = tpv.get("mode")
+    return Fix(utc=t, lat=num("lat"), lon=num("lon"),
+               mode=mode if isinstance(mode, int) and 0 <= mode <= 3 else 0,
                speed_mps=num("speed"), track_deg=num("track"), eph_m=eph, epv_m=num("epv"),
                alt_m=num("altMSL") if num("altMSL") is not None else num("alt"))
 
@@ -423,6 +426,7 @@ class GpsdReader:
         self._had_fix = False
         self._lost_mono = 0.0
         self._behind: list[Fix] = []
+        self.faults = Faults("gps", item="report")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="gps", daemon=True)
@@ -445,11 +449,12 @@ class GpsdReader:
                         self.stats.connected = True
                         self._backoff.reset()
                         log.info("connected to gpsd at %s:%d", self.host, self.port)
-                    if report.get("class") == "TOFF":
-                        if (times := _toff_times(report)) is not None:
-                            self.clock.observe_toff(*times)
-                    else:
-                        self._on_tpv(report)
+                    with self.faults.guard(f"gpsd report {str(report)[:120]}"):
+                        if report.get("class") == "TOFF":
+                            if (times := _toff_times(report)) is not None:
+                                self.clock.observe_toff(*times)
+                        else:
+                            self._on_tpv(report)
                     if self.stop.is_set():
                         break
                 else:

@@ -173,6 +173,7 @@ class Pipeline:
                                   reconnect_max_s=feeds.gpsd_retry_s[1])
         self.slot = FrameSlot(every_frame=feeds.every_frame)
         self.frame_faults = Faults("perception", item="frame")
+        self.camera_faults = Faults("camera", item="read")
         self.source: FrameSource | None = None
         self.perception: Perception | None = None
         self.findings: FindingStage | None = None
@@ -335,12 +336,13 @@ class Pipeline:
         assert self.source is not None
         try:
             while not self._camera_stop.is_set():
-                frame = self.source.read()
-                if frame is None:
-                    if not self._camera_stop.is_set():
-                        log.info("camera %s ended", self.source.name)
-                    return
-                self.slot.put(frame)
+                with self.camera_faults.guard(f"a read of {self.source.name}"):
+                    frame = self.source.read()
+                    if frame is None:
+                        if not self._camera_stop.is_set():
+                            log.info("camera %s ended", self.source.name)
+                        return
+                    self.slot.put(frame)
         finally:
             self.slot.close()
 

@@ -62,11 +62,13 @@ class Faults:
         try:
             yield
         except Exception as e:  # noqa: BLE001 - the point: one bad item must not stop a stage
-            self._failed(what, e)
+            self.record(what, e)
         else:
             self.stats.in_a_row = 0
 
-    def _failed(self, what: str, e: Exception) -> None:
+    def record(self, what: str, e: Exception) -> None:
+        """Count and report an unexpected error on ``what`` (which the caller skips);
+        StageFailed once ``limit`` items in a row have failed."""
         self.stats.errors += 1
         self.stats.in_a_row += 1
         self.stats.last_error = f"{type(e).__name__}: {e}"

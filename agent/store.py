@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ import sqlite_utils
 from agent.records import Event, PastFinding, Position, iso_utc, parse_iso_utc
 
 SCHEMA_VERSION = 2
+
+log = logging.getLogger("store")
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -115,6 +118,8 @@ class Store:
     def __init__(self, path: str | Path, synchronous: Synchronous = "FULL",
                  busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
+        self.unreadable: set[str] = set()
+        """Ids of events whose rows cannot be read back (damaged on the card): skipped."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
@@ -247,8 +252,10 @@ class Store:
         if created_since is not None:
             where += " AND e.created_utc >= ?"
             params.append(iso_utc(created_since))
-        # exclude is small (at most the in-flight window): over-fetch by its size and filter.
-        rows = self._select(f"{where} ORDER BY e.id LIMIT ?", [*params, limit + len(exclude)])
+        # exclude is small (at most the in-flight window, and the rare unreadable row):
+        # over-fetch by its size and filter.
+        skip = len(exclude) + len(self.unreadable)
+        rows = self._select(f"{where} ORDER BY e.id LIMIT ?", [*params, limit + skip])
         return [r for r in rows if r.event.id not in exclude][:limit]
 
     def get(self, event_id: str) -> StoredEvent | None:
@@ -312,7 +319,19 @@ class Store:
             "SELECT e.*, i.jpeg, i.sha256, i.crop, i.crop_sha256 "
             "FROM events e JOIN images i ON i.event_id = e.id "
             + where, params).fetchall()
-        return [_stored(dict(zip(cols, r, strict=True))) for r in rows]
+        out = []
+        for r in rows:
+            row = dict(zip(cols, r, strict=True))
+            try:
+                out.append(_stored(row))
+            except (ValueError, TypeError, KeyError) as e:
+                # A row damaged on the card must not stop every event behind it: it is
+                # named once, kept as it is (for a technician), and skipped.
+                if row["id"] not in self.unreadable:
+                    self.unreadable.add(row["id"])
+                    log.error("event %s in the outbox %s cannot be read back (%s): it is "
+                              "kept there, and skipped", row["id"], self.path, e)
+        return out
 
 
 def _event_row(ev: Event, created: str) -> dict[str, Any]:

@@ -250,7 +250,9 @@ class Uplink:
         self._wake.clear()
 
     def _drained(self, store: Store) -> bool:
-        return not self._inflight and store.counts()["pending"] == 0
+        """Nothing in flight and nothing left it could send (rows it cannot read back are
+        not waited for: they stay pending in the outbox)."""
+        return not self._inflight and store.counts()["pending"] <= len(store.unreadable)
 
     # --- connection -------------------------------------------------------
 

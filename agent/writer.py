@@ -27,6 +27,7 @@ from pathlib import Path
 
 from agent.backoff import Backoff
 from agent.records import Event
+from agent.stages import Faults
 from agent.store import Store, StoreError
 
 log = logging.getLogger("store")
@@ -68,6 +69,7 @@ class StoreWriter:
         self.on_commit = on_commit or (lambda: None)
         self.busy_timeout_s = busy_timeout_s
         self.stats = WriterStats()
+        self.faults = Faults("store", item="finding")
         self._backoff = Backoff(retry_min_s, retry_max_s)
         self._queue: deque[Event] = deque()
         self._cond = threading.Condition()
@@ -125,11 +127,17 @@ class StoreWriter:
                             break
                         self._cond.wait(min(0.5, wait) if self._queue else None)
                     batch = list(self._queue)
+                lost = 0
                 try:
                     if store is None:
                         store = Store(self.path, synchronous="FULL",
                                       busy_timeout_s=self.busy_timeout_s)
-                    self._commit(store, batch)
+                    try:
+                        self._commit(store, batch)
+                    except (StoreError, sqlite3.Error, OSError):
+                        raise
+                    except Exception:  # noqa: BLE001 - not the outbox's doing: a finding's
+                        lost = self._commit_each(store, batch)
                 except (StoreError, sqlite3.Error, OSError) as e:
                     if store is not None and not isinstance(e, sqlite3.OperationalError):
                         store.close()  # a damaged connection: open a fresh one next time
@@ -139,7 +147,7 @@ class StoreWriter:
                         self._give_up(batch)
                         return
                     continue
-                self._committed(batch)
+                self._committed(batch, lost)
         finally:
             if store is not None:
                 store.close()
@@ -156,12 +164,31 @@ class StoreWriter:
                 except sqlite3.IntegrityError:
                     log.info("finding %s is in the outbox already", ev.id)
 
-    def _committed(self, batch: list[Event]) -> None:
+    def _commit_each(self, store: Store, batch: list[Event]) -> int:
+        """A batch failed with an error that is not the outbox's: commit its findings one
+        by one. One that fails so on its own is lost: logged (with the traceback, once
+        per kind of error), counted, and skipped; how many is returned. An outbox error
+        is raised as usual."""
+        lost = 0
+        for ev in batch:
+            try:
+                store.add(ev)
+            except (StoreError, sqlite3.Error, OSError):
+                raise
+            except Exception as e:  # noqa: BLE001 - counted and named below
+                lost += 1
+                self.stats.lost += 1
+                log.error("FINDING LOST: %s: it cannot be stored (%s: %s)", _what(ev),
+                          type(e).__name__, e)
+                self.faults.record(f"finding {ev.id}", e)
+        return lost
+
+    def _committed(self, batch: list[Event], lost: int = 0) -> None:
         with self._cond:
             for _ in batch:
                 self._queue.popleft()
             self.stats.held = len(self._queue)
-        self.stats.committed += len(batch)
+        self.stats.committed += len(batch) - lost
         if self.stats.unwritable_since is not None:
             log.warning("the outbox is writable again after %.0f s; %d held findings "
                         "committed", self._outage_s(), len(batch))

@@ -366,3 +366,27 @@ def test_username_password_and_refusal_are_clear(
         broker.stop(signal.SIGKILL)
     assert "refused the connection" in caplog.text
     assert "wrong-staple-7731" not in caplog.text and "right-horse-battery" not in caplog.text
+
+
+def test_a_row_damaged_on_the_card_does_not_hold_up_the_rest(
+        tmp_path: Path, broker: Mosquitto, subscriber_factory: Callable[..., Subscriber]
+        ) -> None:
+    """An event whose picture was damaged on the SD card cannot be sent as it was made:
+    it is named in the log and kept, and everything around it is delivered."""
+    import subprocess
+
+    from tests.conftest import agent_cmd
+
+    db = tmp_path / "outbox.db"
+    ids = add_events(db, 5)
+    with Store(db) as s:
+        s.db.execute("UPDATE images SET jpeg = X'00FF' WHERE event_id = ?", [ids[2]])
+    sub = subscriber_factory(broker.port)
+    cfg = write_config(tmp_path / "agent.toml", broker.port, db)
+    r = subprocess.run(agent_cmd("run", "--config", str(cfg), "--until-drained"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert f"event {ids[2]} in the outbox" in r.stderr and "cannot be read back" in r.stderr
+    assert "1 findings are still pending" in r.stderr and "Traceback" not in r.stderr
+    wait_until(lambda: sub.event_ids() == set(ids) - {ids[2]}, 10, "the others delivered")
+    assert counts(db) == {"pending": 1, "delivered": 4}

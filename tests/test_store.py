@@ -187,3 +187,42 @@ def test_two_writers_queue_instead_of_failing(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_finding_that_cannot_be_stored_is_lost_alone_and_said(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """One finding in a batch fails for a reason of its own (its attributes cannot be
+    written): the others are committed, it is counted and named as lost."""
+    import threading
+
+    from agent.writer import StoreWriter
+
+    odd: dict[str, object] = {}
+    odd["self"] = odd  # a loop: no JSON of it can be written
+    events = [make_event(1), make_event(2).replace(attributes=odd), make_event(3)]
+    w = StoreWriter(tmp_path / "o.db")
+    for ev in events:
+        w.submit(ev)
+    t = threading.Thread(target=w.run)
+    t.start()
+    w.close(5)
+    t.join(10)
+    assert not t.is_alive()
+    with Store(tmp_path / "o.db") as s:
+        assert {e.event.id for e in s.iter_events()} == {events[0].id, events[2].id}
+    assert w.stats.committed == 2 and w.stats.lost == 1
+    assert "FINDING LOST: garbage" in caplog.text and "Circular reference" in caplog.text
+
+
+def test_a_row_damaged_on_the_card_is_named_and_skipped_not_a_stop(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "o.db"
+    events = [make_event(i) for i in range(3)]
+    with Store(db) as s:
+        s.add_many(events)
+        s.db.execute("UPDATE images SET jpeg = X'00FF' WHERE event_id = ?", [events[1].id])
+    with Store(db) as s:
+        got = [p.event.id for p in s.pending(10)]
+        assert got == [events[0].id, events[2].id]
+        assert s.unreadable == {events[1].id}
+        assert s.pending(10) and caplog.text.count(events[1].id) == 1  # said once
