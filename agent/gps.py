@@ -267,6 +267,8 @@ class ClockCheck:
         now_mono = time.monotonic() if now_mono is None else now_mono
         with self._lock:
             self._arrival.append(gps_utc.timestamp() - now_mono)
+            # Said once, and only of a gpsd that never sent one (not while TOFF samples
+            # are gathered again after a reset).
             fallback = not self._toff and len(self._arrival) >= 5 and not self._said_arrival
             if fallback:
                 self._said_arrival = True
@@ -287,6 +289,8 @@ class ClockCheck:
     def reset(self) -> None:
         """Forget every sample (GPS time jumped: the old tie no longer holds)."""
         with self._lock:
+            if self._toff:
+                self._said_arrival = True  # TOFF will come again; no need to say otherwise
             self._toff.clear()
             self._arrival.clear()
 

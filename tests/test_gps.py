@@ -197,13 +197,14 @@ def test_time_running_backwards_through_gpsd_is_warned_and_a_new_time_line_follo
     log = tmp_path / "restart.nmea"
     sentences = [s for f in fixes[:25] + fixes[5:15] for s in (format_rmc(f), format_gga(f))]
     log.write_text("\r\n".join(sentences) + "\r\n")
-    fake = Gpsfake(log, cycle_s=0.02).start()
+    fake = Gpsfake(log, cycle_s=0.1).start()  # slow enough to be read from the start
     h = FixHistory(max_age_s=1e9)
     reader = GpsdReader("127.0.0.1", fake.port, h, timeout_s=3)
     reader.start()
     try:
-        wait_until(lambda: (last := h.last()) is not None
-                   and last.utc == fixes[14].utc and len(h) > 5, 30, "the new time line")
+        wait_until(lambda: "starting the track again" in caplog.text
+                   and (last := h.last()) is not None and last.utc == fixes[14].utc, 30,
+                   "the new time line followed to its end")
     finally:
         reader.close()
         fake.stop()
