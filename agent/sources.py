@@ -134,7 +134,9 @@ class OpenCVSource:
             self.fps = file_fps if file_fps and file_fps > 0 else (fps or 10.0)
         elif self.kind == "folder":
             self.fps = fps or 10.0
-        elif not self._open():
+        elif self._open():
+            log.info("camera %s is open", self.name)
+        else:
             log.warning("camera %s did not open; will keep trying", self.name)
 
     # --- opening ----------------------------------------------------------
