@@ -4,40 +4,32 @@
 a receiver's do on the road: through gpsd, late by gpsd's delivery delay.
 
 gpsfake and the gpsd it starts must not outlive the agent, even one killed with
-SIGKILL: gpsfake is started with a parent-death signal (SIGTERM, on which gpsfake
-stops its gpsd), in a session of its own so that an orderly stop can end both.
+SIGKILL. gpsfake's own SIGTERM handling is not enough (it can sit in a write to its
+pseudo-terminal after stopping gpsd), and a parent-death signal would reach gpsfake
+only, not its gpsd. So gpsfake runs under a small guard (this module run as a
+program), in a process group of its own, and the guard holds a pipe from the agent:
+when the agent goes, however it goes, the kernel closes that pipe, and the guard
+kills the whole group (gpsfake and gpsd) at once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 log = logging.getLogger("gps")
 
-PR_SET_PDEATHSIG = 1
-try:  # looked up here, not in the forked child, where loading a library could deadlock
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux: no parent-death signal, only an orderly stop
-    _prctl = None
-
 
 class GpsfakeError(Exception):
     """gpsfake cannot be started; the message says why."""
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the agent's main thread dies."""
-    if _prctl is not None:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Gpsfake:
@@ -51,17 +43,15 @@ class Gpsfake:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        # Started from the main thread: the parent-death signal is tied to the thread
-        # that forks, and the main thread lives as long as the agent.
-        self.proc = subprocess.Popen(
-            [exe, "-q", "-1", "-P", str(self.port), "-c", f"{cycle_s:.4f}", str(log_path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=_die_with_parent)
+        cmd = [exe, "-q", "-1", "-P", str(self.port), "-c", f"{cycle_s:.4f}", str(log_path)]
+        # The guard's stdin is the pipe whose end is the agent's life.
+        self.guard = subprocess.Popen([sys.executable, "-m", "agent.gpsfake", *cmd],
+                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise GpsfakeError(f"gpsfake exited at start (status {self.proc.returncode}) "
-                                   f"serving {log_path}")
+            if self.guard.poll() is not None:
+                raise GpsfakeError(f"gpsfake exited at start serving {log_path}")
             with contextlib.suppress(OSError), socket.create_connection(
                     ("127.0.0.1", self.port), timeout=0.2):
                 return
@@ -70,15 +60,32 @@ class Gpsfake:
         raise GpsfakeError(f"gpsfake's gpsd did not start listening on port {self.port}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+        """End gpsfake and its gpsd (by closing the guard's pipe)."""
+        if self.guard.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.guard.stdin.close()
         try:
-            self.proc.wait(timeout=5)
+            self.guard.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            # gpsfake sometimes sits in its own shutdown (waiting on its gpsd) well past a
-            # SIGTERM; the replay is over and its results stored, so end the group outright.
-            log.warning("gpsfake did not stop on SIGTERM; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+            log.warning("gpsfake's guard did not stop; killing it")
+            self.guard.kill()
+            self.guard.wait()
+
+
+def _guard(cmd: list[str]) -> int:
+    """Run ``cmd`` (gpsfake) in a process group of its own until standard input ends,
+    then kill the whole group."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_guard(sys.argv[1:]))

@@ -12,7 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -178,22 +178,36 @@ def test_a_locked_outbox_holds_the_findings_and_commits_them_when_it_can(
     Store(db).close()
     other = sqlite3.connect(db, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
+
+    def let_go(d: Drive) -> None:
+        time.sleep(3.0)
+        other.execute("ROLLBACK")
+        other.close()
+
+    log = held_then_delivered(tmp_path, broker, camera, db, let_go)
+    assert "database is locked" in log
+
+
+def held_then_delivered(tmp_path: Path, broker: Mosquitto, camera: Path, db: Path,
+                        make_room: Callable[[Drive], None]) -> str:
+    """A unit drives the first six seconds (a construction site, a banner) and says it
+    cannot write its outbox; ``make_room`` mends that; the unit says the outbox is writable
+    again, both findings reach the broker, none is lost, and it stops with 0. Its log."""
     sub = Subscriber(broker.port, client_id="office")
     d = Drive(tmp_path, camera, broker=broker.port, db=db,
               fixes=[f for f in FIXES if f.utc <= T0 + timedelta(seconds=7)])
     try:
         d.unit.wait_for("cannot write the outbox", 30)
-        time.sleep(3.0)
-        other.execute("ROLLBACK")
-        other.close()
+        make_room(d)
         d.unit.wait_for("the outbox is writable again", 30)
         wait_until(lambda: len(_findings(sub, "unit")) == 2, 15, "both findings delivered")
         rc, _ = d.unit.stop()
     finally:
         d.close()
+        sub.close()
     assert rc == 0, d.unit.log
-    assert "database is locked" in d.unit.log and "FINDING LOST" not in d.unit.log
-    sub.close()
+    assert "FINDING LOST" not in d.unit.log
+    return d.unit.log
 
 
 @pytest.fixture
@@ -226,21 +240,13 @@ def test_a_full_card_holds_the_findings_until_there_is_room(
     db = small_card / "outbox.db"
     Store(db).close()
     filler = fill(small_card)
-    sub = Subscriber(broker.port, client_id="office")
-    d = Drive(tmp_path, camera, broker=broker.port, db=db,
-              fixes=[f for f in FIXES if f.utc <= T0 + timedelta(seconds=7)])
-    try:
-        d.unit.wait_for("cannot write the outbox", 30)
+
+    def make_room(d: Drive) -> None:  # the technician, once the drive is over
         d.until(6.5)
-        filler.unlink()  # the technician makes room
-        d.unit.wait_for("the outbox is writable again", 30)
-        wait_until(lambda: len(_findings(sub, "unit")) == 2, 15, "both findings delivered")
-        rc, _ = d.unit.stop()
-    finally:
-        d.close()
-    assert rc == 0, d.unit.log
-    assert "database or disk is full" in d.unit.log and "FINDING LOST" not in d.unit.log
-    sub.close()
+        filler.unlink()
+
+    log = held_then_delivered(tmp_path, broker, camera, db, make_room)
+    assert "database or disk is full" in log
 
 
 def test_past_max_held_findings_are_lost_loudly_and_counted(

@@ -11,7 +11,6 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -23,6 +22,7 @@ from agent.simulate.road import distance_to_polyline
 from agent.simulate.route import RouteError, drive_along, generate_path, read_gpx
 from agent.simulate.scene import _local_world
 from agent.simulate.world import COMPLAINT, DISTRACTOR, build_world
+from tests.world import video_frames
 
 START = datetime(2025, 6, 2, 3, 0, 0, tzinfo=UTC)
 
@@ -160,23 +160,11 @@ def drives(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return a, b
 
 
-def _frames(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        out.append(img)
-    cap.release()
-    return out
-
-
 def test_drive_files(drives: tuple[Path, Path]) -> None:
     d = drives[0]
     for name in ("video.mp4", "track.nmea", "truth.json", "route.json", "frames.jsonl"):
         assert (d / name).stat().st_size > 0
-    frames = _frames(d / "video.mp4")
+    frames = video_frames(d / "video.mp4")
     assert len(frames) == 40
     assert frames[0].shape == (360, 640, 3)
     truth = json.loads((d / "truth.json").read_text())
@@ -229,7 +217,7 @@ def test_same_seed_same_drive(drives: tuple[Path, Path]) -> None:
     a, b = drives
     assert (a / "truth.json").read_text() == (b / "truth.json").read_text()
     assert (a / "track.nmea").read_text() == (b / "track.nmea").read_text()
-    assert np.array_equal(_frames(a / "video.mp4")[0], _frames(b / "video.mp4")[0])
+    assert np.array_equal(video_frames(a / "video.mp4")[0], video_frames(b / "video.mp4")[0])
 
 
 def _gpx(path: Path, points: list[tuple[float, float]], times: bool = False) -> Path:
