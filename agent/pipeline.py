@@ -242,7 +242,7 @@ class Pipeline:
         """Stop every stage in data-flow order, each finishing what it holds (bounded)."""
         self.stop_requested.set()
         self._camera_stop.set()
-        self._join("camera", CAMERA_STOP_S)
+        camera_stopped = self._join("camera", CAMERA_STOP_S)
         self.slot.close()  # even if the camera is stuck in a read: perception can finish
         self._join("perception", 2)
         if self.findings is not None:
@@ -255,7 +255,10 @@ class Pipeline:
             self._join("uplink", self.uplink.mq.stop_delivery_s + OFFLINE_GRACE_S + 3)
         if self.gps is not None:
             self.gps.close()
-        if self.source is not None:
+            self._join("gps", 2)
+        if self.source is not None and camera_stopped:
+            # Not under a read still in progress: OpenCV does not take that from another
+            # thread; the process is ending, and the capture with it.
             self.source.close()
         frames = ""
         if self.source is not None and self.perception is not None:
@@ -325,10 +328,13 @@ class Pipeline:
     def _running(self, name: str) -> bool:
         return any(s.name == name and s.running for s in self.stages)
 
-    def _join(self, name: str, timeout: float) -> None:
+    def _join(self, name: str, timeout: float) -> bool:
+        """Wait for a stage to end; False (and said) if it is still running."""
         for s in self.stages:
             if s.name == name and not s.join(timeout):
                 log.warning("%s did not stop within %.0f s; leaving it", name, timeout)
+                return False
+        return True
 
     # --- the camera and perception threads ----------------------------------
 
