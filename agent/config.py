@@ -228,6 +228,10 @@ class HealthConfig(Section):
     telemetry_interval_s: PositiveSeconds = 30.0
     watchdog: bool = True
     """Ping systemd's watchdog when the unit has WatchdogSec= set."""
+    stall_s: Annotated[float, Field(ge=5, le=3600)] = 60.0
+    """A stage whose loop has not gone round for this long is stuck: the watchdog pings
+    stop and systemd restarts the agent. Longer than the slowest honest wait (connecting
+    to a broker through a dead LTE zone: name lookup plus mqtt.connect_timeout_s)."""
 
 
 class LoggingConfig(Section):

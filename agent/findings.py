@@ -24,7 +24,7 @@ from collections.abc import Callable
 from agent.events import EndedTrack, EventBuilder, EventStats
 from agent.gps import FixHistory, FrameClock
 from agent.records import Event
-from agent.stages import Faults
+from agent.stages import Faults, Heartbeat
 
 log = logging.getLogger("events")
 
@@ -45,6 +45,7 @@ class FindingStage:
         self.submit = submit
         self.fix_wait_s = fix_wait_s
         self.faults = Faults("findings", item="track")
+        self.heartbeat = Heartbeat()
         self._incoming: deque[tuple[EndedTrack, float]] = deque()
         self._waiting: list[tuple[EndedTrack, float]] = []  # and until when each waits
         self._cond = threading.Condition()
@@ -72,6 +73,7 @@ class FindingStage:
 
     def run(self) -> None:
         while True:
+            self.heartbeat.beat()
             with self._cond:
                 if not self._incoming and not self._waiting and self._closed:
                     return

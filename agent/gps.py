@@ -42,7 +42,7 @@ from typing import Any
 from agent.backoff import Backoff
 from agent.geo import destination, haversine_m, initial_bearing_deg
 from agent.records import Fix
-from agent.stages import Faults
+from agent.stages import Faults, Heartbeat
 
 log = logging.getLogger("gps")
 
@@ -431,6 +431,7 @@ class GpsdReader:
         self._lost_mono = 0.0
         self._behind: list[Fix] = []
         self.faults = Faults("gps", item="report")
+        self.heartbeat = Heartbeat()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="gps", daemon=True)
@@ -445,10 +446,12 @@ class GpsdReader:
 
     def run(self) -> None:
         while not self.stop.is_set():
+            self.heartbeat.beat()
             self._client = _gpsd_client(self.host, self.port, self.timeout_s)
             try:
                 for report in self._client.dict_stream(convert_datetime=False,
                                                        filter=["TPV", "TOFF"]):
+                    self.heartbeat.beat()
                     if not self.stats.connected:
                         self.stats.connected = True
                         self._backoff.reset()
@@ -478,7 +481,11 @@ class GpsdReader:
                     log.warning("cannot reach gpsd at %s:%d (%s); retrying in %.1f s",
                                 self.host, self.port, self.stats.last_error, delay)
                 self._lost_fix(datetime.now(UTC), "gpsd unreachable")
-                self.stop.wait(delay)
+                deadline = time.monotonic() + delay
+                while not self.stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
+                    self.heartbeat.beat()  # waiting to retry is not being stuck
+                    if time.monotonic() >= deadline:
+                        break
             finally:
                 self._client.close()
 

@@ -49,12 +49,13 @@ from agent.detector import Detector
 from agent.events import EventBuilder, RecentFindings
 from agent.findings import FIX_WAIT_S, FindingStage
 from agent.gps import ClockCheck, FixHistory, GpsdReader, recording_time
+from agent.health import Health, Notifier
 from agent.perception import Perception
 from agent.privacy import Redactor
 from agent.records import Event, Fix
 from agent.sources import FrameSource, OpenCVSource, open_source
-from agent.stages import Faults, FrameSlot, Stage, StageState
-from agent.store import Store
+from agent.stages import Faults, FrameSlot, Heartbeat, Stage, StageState
+from agent.store import Store, StoreError
 from agent.uplink import OFFLINE_GRACE_S, Uplink
 from agent.writer import BUSY_TIMEOUT_S, StoreWriter
 
@@ -198,6 +199,11 @@ class Pipeline:
                                          frame_time)
         self.stages: list[Stage] = []
         self._started_mono = 0.0
+        self.notifier = Notifier()
+        self._perception_beat = Heartbeat()
+        self.health = Health(self.notifier, self._hearts, self._status, cfg.health.stall_s,
+                             watchdog=cfg.health.watchdog)
+        self._frames_seen = (0, time.monotonic())
 
     # --- life cycle ---------------------------------------------------------
 
@@ -223,16 +229,23 @@ class Pipeline:
             log.warning("no [mqtt] section: findings are kept in the store, not sent")
         self._started_mono = time.monotonic()
         # Downstream first, so that nothing is handed to a stage that is not there yet.
-        self._stage("store", self.writer.run)
+        self._stage("store", self.writer.run, self.writer.heartbeat)
         if self.uplink is not None:
-            self._stage("uplink", self.uplink.run)
+            self._stage("uplink", self.uplink.run, self.uplink.heartbeat)
         if self.gps is not None:
-            self._stage("gps", self.gps.run)
+            self._stage("gps", self.gps.run, self.gps.heartbeat)
         if self.findings is not None:
-            self._stage("findings", self.findings.run)
-        if self.perception is not None:
-            self._stage("perception", self._perceive)
-            self._stage("camera", self._capture)
+            self._stage("findings", self.findings.run, self.findings.heartbeat)
+        if self.perception is not None and self.source is not None:
+            self._stage("perception", self._perceive, self._perception_beat)
+            self._stage("camera", self._capture, self.source.heartbeat)
+        self._stage("health", self.health.run, self.health.heartbeat)
+        self.notifier.send("READY=1", f"STATUS=started; {self._status()}")
+        if self.notifier.enabled:
+            log.info("told systemd the agent is ready%s", (
+                f"; watchdog pings every {self.notifier.watchdog_s / 2:.0f} s while every "
+                f"stage makes progress" if self.health.watchdog and self.notifier.watchdog_s
+                else ""))
 
     def submit(self, event: Event) -> bool:
         """Hand a finding to the store writer, as the event stage does (any thread)."""
@@ -240,6 +253,7 @@ class Pipeline:
 
     def stop(self) -> None:
         """Stop every stage in data-flow order, each finishing what it holds (bounded)."""
+        self.notifier.send("STOPPING=1", "STATUS=stopping: finishing the findings in hand")
         self.stop_requested.set()
         self._camera_stop.set()
         camera_stopped = self._join("camera", CAMERA_STOP_S)
@@ -260,6 +274,8 @@ class Pipeline:
             # Not under a read still in progress: OpenCV does not take that from another
             # thread; the process is ending, and the capture with it.
             self.source.close()
+        self.health.stop()
+        self._join("health", 3)
         frames = ""
         if self.source is not None and self.perception is not None:
             frames = (f"{self.perception.stats.frames} frames analysed, "
@@ -320,10 +336,44 @@ class Pipeline:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
-    def _stage(self, name: str, loop: Callable[[], None]) -> None:
-        stage = Stage(name, loop)
+    def _stage(self, name: str, loop: Callable[[], None], heartbeat: Heartbeat) -> None:
+        stage = Stage(name, loop, heartbeat)
         self.stages.append(stage)
         stage.start()
+
+    # --- health (the health stage's thread) ----------------------------------
+
+    def _hearts(self) -> dict[str, Heartbeat]:
+        """The running stages' heartbeats (a finished recording's camera is not stuck)."""
+        return {s.name: s.heartbeat for s in self.stages if s.running and s.name != "health"}
+
+    def _status(self) -> str:
+        """One line for ``systemctl status``: frames, backlog, GPS, broker."""
+        parts = []
+        if self.perception is not None:
+            frames, since = self._frames_seen
+            now, n = time.monotonic(), self.perception.stats.frames
+            self._frames_seen = (n, now)
+            if self._running("camera"):
+                parts.append(f"{(n - frames) / max(1e-3, now - since):.1f} frames/s")
+            else:
+                parts.append("camera ended" if self.stages else "camera starting")
+        try:
+            with Store(self.store_path) as store:
+                pending = store.counts()["pending"]
+            parts.append(f"{pending} findings to deliver")
+        except StoreError as e:
+            parts.append(f"outbox unreadable ({e})")
+        if self.gps is not None:
+            g = self.gps.stats
+            parts.append("gpsd unreachable" if not g.connected else
+                         f"GPS {g.mode}D fix" if g.mode >= 2 and g.fix_lost_since is None
+                         else "GPS: no fix")
+        if self.uplink is not None:
+            u = self.uplink.stats
+            parts.append("broker connected" if u.connected
+                         else f"broker not connected ({u.last_error or 'connecting'})")
+        return ", ".join(parts)
 
     def _running(self, name: str) -> bool:
         return any(s.name == name and s.running for s in self.stages)
@@ -357,6 +407,7 @@ class Pipeline:
         perception = self.perception
         while not self.slot.finished:
             frame = self.slot.take(timeout=0.5)
+            self._perception_beat.beat()
             if frame is not None:
                 with self.frame_faults.guard(f"frame {frame.index}"):
                     perception.process(frame)

@@ -38,6 +38,7 @@ import numpy as np
 
 from agent.backoff import Backoff
 from agent.records import Frame
+from agent.stages import Heartbeat
 
 log = logging.getLogger("camera")
 
@@ -75,12 +76,26 @@ class FrameSource(Protocol):
     """'system': frames carry this machine's clocks at capture (the GPS clock check maps
     them); 'recording': frames carry the recorded drive's own time."""
     stats: SourceStats
+    heartbeat: Heartbeat
+    """Beaten for every frame and every second spent waiting to reopen the camera: a
+    camera that is absent is retried, not stuck."""
 
     def read(self) -> Frame | None:
         """The next frame; None when a recorded source has ended (or stop was set)."""
         ...
 
     def close(self) -> None: ...
+
+
+def _wait(stop: threading.Event, seconds: float, heartbeat: Heartbeat) -> bool:
+    """Sleep ``seconds`` unless stopped (True), beating the heartbeat each second."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        heartbeat.beat()
+        if stop.wait(min(1.0, left)):
+            return True
+    heartbeat.beat()
+    return stop.is_set()
 
 
 def _valid(img: Any) -> bool:
@@ -97,6 +112,7 @@ class OpenCVSource:
                  reopen_min_s: float = 0.5, reopen_max_s: float = 30.0) -> None:
         self.spec = spec
         self.stats = SourceStats()
+        self.heartbeat = Heartbeat()
         self._stop = stop or threading.Event()
         self._size = (width, height)
         self._backoff = Backoff(reopen_min_s, reopen_max_s)
@@ -172,7 +188,7 @@ class OpenCVSource:
         delay = self._backoff.next_delay()
         log.warning("camera %s failed (%s); reopening in %.1f s", self.name,
                     self.stats.last_error, delay)
-        if self._stop.wait(delay):
+        if _wait(self._stop, delay, self.heartbeat):
             return
         if self._open():
             self.stats.reopens += 1
@@ -181,11 +197,13 @@ class OpenCVSource:
     # --- reading ----------------------------------------------------------
 
     def read(self) -> Frame | None:
+        self.heartbeat.beat()
         if self.kind == "folder":
             return self._read_folder()
         if self.kind == "file":
             return self._read_file()
         while not self._stop.is_set():
+            self.heartbeat.beat()
             if self._cap is None:
                 self._reopen()
                 continue
@@ -256,7 +274,7 @@ class OpenCVSource:
             self._index += 1
             self.stats.skipped += 1
         wait = start + self._index * period - time.monotonic()
-        return not (wait > 0 and self._stop.wait(wait))
+        return not (wait > 0 and _wait(self._stop, wait, self.heartbeat))
 
     def _recorded_frame(self, img: np.ndarray) -> Frame:
         """A recording's frame, stamped at the instant it is due on the recording's timeline:
@@ -311,6 +329,7 @@ class Picamera2Source:
         self._cam: Any = None
         self._index = 0
         self.stats = SourceStats()
+        self.heartbeat = Heartbeat()
         self.name = "picamera2"
         if not self._open():
             log.warning("camera %s did not open; will keep trying", self.name)
@@ -342,11 +361,12 @@ class Picamera2Source:
 
     def read(self) -> Frame | None:
         while not self._stop.is_set():
+            self.heartbeat.beat()
             if self._cam is None:
                 delay = self._backoff.next_delay()
                 log.warning("camera %s failed (%s); reopening in %.1f s", self.name,
                             self.stats.last_error, delay)
-                if self._stop.wait(delay):
+                if _wait(self._stop, delay, self.heartbeat):
                     return None
                 if self._open():
                     self.stats.reopens += 1

@@ -13,6 +13,10 @@ telling a stage that finished from one that died.
   stops it, and the pipeline stops the agent with that message.
 * :class:`Stage` runs one stage's loop on a named thread and records how it ended:
   ``finished`` (its input ended: a recording, or the stage before it) or ``failed``.
+* :class:`Heartbeat`: each stage's loop beats it every time round (at least once a
+  second when idle, and while it waits to retry a device), so a stage that is stuck
+  (a hung camera driver, an inference that never returns) is told apart from one that
+  is idle or retrying: the watchdog (health.py) stops pinging systemd.
 """
 
 from __future__ import annotations
@@ -32,6 +36,20 @@ log = logging.getLogger("pipeline")
 
 # Repeats of an error already shown with its traceback are summed up at most this often.
 REPEAT_LOG_S = 30.0
+
+
+class Heartbeat:
+    """When a stage's loop last went round (``time.monotonic()``)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+    def age(self) -> float:
+        """Seconds since the last beat."""
+        return time.monotonic() - self.last
 
 
 class StageFailed(Exception):
@@ -145,10 +163,11 @@ class StageState(enum.Enum):
 
 
 class Stage:
-    """One stage's loop on its own named thread."""
+    """One stage's loop on its own named thread, and the heartbeat that loop beats."""
 
-    def __init__(self, name: str, loop: Callable[[], None]) -> None:
+    def __init__(self, name: str, loop: Callable[[], None], heartbeat: Heartbeat) -> None:
         self.name = name
+        self.heartbeat = heartbeat
         self.state = StageState.NEW
         self.error = ""
         self._loop = loop

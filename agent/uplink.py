@@ -51,6 +51,7 @@ from agent import __version__
 from agent.backoff import Backoff
 from agent.config import Config, MqttConfig, TlsConfig
 from agent.records import EVENT_SCHEMA_VERSION, iso_utc
+from agent.stages import Heartbeat
 from agent.store import Store, StoredEvent
 from agent.topics import Topics
 
@@ -151,6 +152,7 @@ class Uplink:
         self.store_path = Path(store_path or cfg.store.path)
         self.topics = Topics(self.mq.root, cfg.device.id)
         self.stats = UplinkStats()
+        self.heartbeat = Heartbeat()
         self._status_extra = dict(status or {})
         self._wake = threading.Event()
         self._tls = build_tls_context(self.mq.tls) if self.mq.tls else None
@@ -199,6 +201,7 @@ class Uplink:
         retention = timedelta(hours=self.cfg.store.retention_hours)
         try:
             while True:
+                self.heartbeat.beat()
                 now = time.monotonic()
                 if self._stop.is_set() and (now >= self._stop_by or not self._connected
                                             or self._drained(store)):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from agent.backoff import Backoff
 from agent.records import Event
-from agent.stages import Faults
+from agent.stages import Faults, Heartbeat
 from agent.store import Store, StoreError
 
 log = logging.getLogger("store")
@@ -70,6 +70,7 @@ class StoreWriter:
         self.busy_timeout_s = busy_timeout_s
         self.stats = WriterStats()
         self.faults = Faults("store", item="finding")
+        self.heartbeat = Heartbeat()
         self._backoff = Backoff(retry_min_s, retry_max_s)
         self._queue: deque[Event] = deque()
         self._cond = threading.Condition()
@@ -120,12 +121,13 @@ class StoreWriter:
             while True:
                 with self._cond:
                     while True:
+                        self.heartbeat.beat()
                         if not self._queue and self._closed:
                             return  # closed, and everything is committed
                         wait = retry_at - time.monotonic()
                         if self._queue and wait <= 0:
                             break
-                        self._cond.wait(min(0.5, wait) if self._queue else None)
+                        self._cond.wait(min(0.5, wait) if self._queue else 1.0)
                     batch = list(self._queue)
                 lost = 0
                 try:

@@ -82,11 +82,11 @@ class PacedGps:
 
     GAP_S = 0.3
 
-    def __init__(self, fixes: list[Fix], workdir: Path) -> None:
+    def __init__(self, fixes: list[Fix], workdir: Path, port: int | None = None) -> None:
         self.fixes = fixes
         workdir.mkdir(parents=True, exist_ok=True)
         log = write_log(fixes, workdir / "receiver.nmea")
-        self.port = free_port()
+        self.port = port or free_port()
         # -c 0: no pacing of its own; -i: each line waits for a line on stdin (the test).
         self.proc = subprocess.Popen([GPSFAKE, "-i", "-q", "-1", "-c", "0", "-P",
                                       str(self.port), str(log)],
@@ -166,7 +166,7 @@ class MjpegCamera:
     machine's time frame k was sent."""
 
     def __init__(self, frames: list[np.ndarray], start_utc: datetime, fps: float,
-                 gps: PacedGps, quality: int = 95) -> None:
+                 gps: PacedGps, quality: int = 95, port: int = 0) -> None:
         self.jpegs = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
                       .tobytes() for f in frames]
         self.fps = fps
@@ -186,7 +186,7 @@ class MjpegCamera:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stream.mjpg"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
