@@ -10,6 +10,9 @@ Secrets (the broker password, the TLS key passphrase) never need to be in the
 file: each can also come from an environment variable or from a file (for
 systemd's ``LoadCredential=``). They are ``SecretStr`` so that printing or
 logging the config shows ``**********``, and they are left out of the hash.
+The paths of secret and TLS files may name environment variables
+(``"${CREDENTIALS_DIRECTORY}/mqtt-client-key"``: where systemd hands the service
+its credentials).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -304,6 +308,35 @@ def _read_secret_file(path: Path, key: str) -> str:
         raise ConfigError(str(path), [f"{key} = {str(path)!r}: cannot read ({e.strerror})"]) from e
 
 
+_SECRET_PATHS = (("mqtt", "password_file"), ("mqtt", "tls", "ca_file"),
+                 ("mqtt", "tls", "cert_file"), ("mqtt", "tls", "key_file"),
+                 ("mqtt", "tls", "key_password_file"))
+_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def _expand_paths(data: dict[str, Any]) -> list[str]:
+    """Expand ``${NAME}`` in the secret and TLS file paths, in place; a problem for each
+    path that names a variable that is not set."""
+    problems = []
+    for keys in _SECRET_PATHS:
+        parent: Any = data
+        for k in keys[:-1]:
+            parent = parent.get(k) if isinstance(parent, dict) else None
+        value = parent.get(keys[-1]) if isinstance(parent, dict) else None
+        if not isinstance(value, str) or "$" not in value:
+            continue
+        missing = [a or b for a, b in _VAR.findall(value) if (a or b) not in os.environ]
+        if missing:
+            hint = (" (systemd sets it for the service from LoadCredential=; run this as the "
+                    "service does, or give the file's path)"
+                    if "CREDENTIALS_DIRECTORY" in missing else "")
+            problems.append(f"{'.'.join(keys)} = {value!r}: {', '.join(missing)} is not set"
+                            f"{hint}")
+            continue
+        parent[keys[-1]] = _VAR.sub(lambda m: os.environ[m.group(1) or m.group(2)], value)
+    return problems
+
+
 def _fill_secrets(data: dict[str, Any]) -> None:
     """Resolve secrets from the environment and secret files into the raw data."""
     mqtt = data.get("mqtt")
@@ -341,6 +374,8 @@ def _check_files(cfg: Config) -> list[str]:
 def parse_config(data: dict[str, Any], source: str = "config") -> Config:
     """Validate raw config data (e.g. parsed TOML) into a Config, or raise ConfigError."""
     data = json.loads(json.dumps(data, default=str))  # deep copy; we fill secrets in place
+    if problems := _expand_paths(data):
+        raise ConfigError(source, problems)
     _fill_secrets(data)
     try:
         cfg = Config.model_validate(data)

@@ -166,3 +166,25 @@ def test_run_until_drained_without_a_broker_ends_and_says_what_is_left(
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1, r.stderr
     assert "2 findings are still pending: there is no [mqtt] section" in r.stderr
+
+
+def test_secret_files_come_from_systemds_credentials_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unit hands secrets over with LoadCredential=; the config names the directory
+    systemd puts them in, and says clearly when it is run where that is not set."""
+    text = ('[mqtt]\nhost = "b"\nusername = "u"\n'
+            'password_file = "${CREDENTIALS_DIRECTORY}/mqtt-password"\n')
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    probs = problems_of(tmp_path, text)
+    assert probs == ["mqtt.password_file = '${CREDENTIALS_DIRECTORY}/mqtt-password': "
+                     "CREDENTIALS_DIRECTORY is not set (systemd sets it for the service from "
+                     "LoadCredential=; run this as the service does, or give the file's path)"]
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text("s3cret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    p = tmp_path / "a.toml"
+    p.write_text(text)
+    cfg = load_config(p)
+    assert cfg.mqtt is not None and cfg.mqtt.password is not None
+    assert cfg.mqtt.password.get_secret_value() == "s3cret"
