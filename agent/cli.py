@@ -321,6 +321,10 @@ def cmd_events_show(args: argparse.Namespace) -> int:
     s = matches[0]
     print(json.dumps(to_record(s), indent=2))
     if args.image:
+        if s.evicted_utc is not None:
+            return _fail(f"event {s.event.id}'s pictures were evicted on "
+                         f"{s.evicted_utc:%Y-%m-%d %H:%M}Z to keep the outbox within "
+                         "store.quota_mb")
         Path(args.image).write_bytes(s.event.image_jpeg)
         print(f"image written to {args.image} ({len(s.event.image_jpeg)} bytes)", file=sys.stderr)
     if args.crop:

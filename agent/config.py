@@ -163,6 +163,13 @@ class StoreConfig(Section):
     """Findings kept in memory while the outbox cannot be written (a full SD card, a
     lock held elsewhere), retried until it can; past this many, new findings are lost,
     counted and logged. Each holds its pictures (about 0.1-0.3 MB)."""
+    quota_mb: Annotated[float, Field(gt=0)] = 2048.0
+    """The most the outbox may take on the card (its file and log). Past it the delivered
+    findings delivered longest ago are deleted first, then (evict_undelivered_images) the
+    pictures of the oldest undelivered findings; an undelivered record never is."""
+    evict_undelivered_images: bool = True
+    """At the quota with only undelivered findings left, empty their pictures (oldest
+    first) so that new findings still fit; the records are delivered without them."""
     retention_hours: Annotated[float, Field(ge=0)] = 72.0
     """Delivered events (and their images) are deleted this long after delivery; 0 keeps them."""
     prune_interval_s: PositiveSeconds = 600.0

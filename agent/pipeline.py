@@ -165,7 +165,9 @@ class Pipeline:
         if cfg.mqtt is not None:
             self.uplink = Uplink(cfg, self.store_path, status={"model": cfg.detector.model.stem})
         self.writer = StoreWriter(self.store_path, cfg.store.max_held,
-                                  on_commit=self.uplink.notify if self.uplink else None)
+                                  on_commit=self.uplink.notify if self.uplink else None,
+                                  quota_mb=cfg.store.quota_mb,
+                                  evict_undelivered_images=cfg.store.evict_undelivered_images)
         self._camera_stop = threading.Event()
         self.gps: GpsdReader | None = None
         if feeds.gpsd is not None:

@@ -115,6 +115,8 @@ class Event:
     captured_mono: float
     """time.monotonic() of the frame's capture (this boot), for ordering and lag."""
     image_jpeg: bytes = field(repr=False)
+    """The redacted picture; empty once evicted from the outbox to keep it within its
+    quota (``store.quota_mb``): the finding is then delivered without it."""
     position: Position | None = None
     model: str = ""
     config_version: int = 0
@@ -129,7 +131,7 @@ class Event:
     def __post_init__(self) -> None:
         if self.captured_utc.tzinfo is None:
             raise ValueError("Event.captured_utc must be timezone-aware (UTC)")
-        if not self.image_jpeg.startswith(b"\xff\xd8"):
+        if self.image_jpeg and not self.image_jpeg.startswith(b"\xff\xd8"):
             raise ValueError("Event.image_jpeg is not a JPEG (no SOI marker)")
         if self.crop_jpeg is not None and not self.crop_jpeg.startswith(b"\xff\xd8"):
             raise ValueError("Event.crop_jpeg is not a JPEG (no SOI marker)")

@@ -37,7 +37,7 @@ import sqlite_utils
 
 from agent.records import Event, PastFinding, Position, iso_utc, parse_iso_utc
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 log = logging.getLogger("store")
 
@@ -91,9 +91,16 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE images ADD COLUMN crop_sha256 TEXT")
 
 
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    # When a picture was evicted to keep the outbox within its quota (store.quota_mb):
+    # its blobs are emptied and the record stays, to be delivered without them.
+    db.execute("ALTER TABLE images ADD COLUMN evicted_utc TEXT")
+
+
 # Forward migrations: MIGRATIONS[n] takes a database at schema n to n + 1.
 # Append only; never edit a released step.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2,
+                                                               _migrate_3]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -110,6 +117,19 @@ class StoredEvent:
     image_sha256: str
     crop_sha256: str | None = None
     """None exactly when the event has no crop."""
+    evicted_utc: datetime | None = None
+    """When its pictures were evicted to keep the outbox within its quota."""
+
+
+@dataclass
+class Eviction:
+    """What :meth:`Store.enforce_quota` removed, and by how much the outbox is still over."""
+
+    delivered: int = 0
+    """Delivered findings deleted, with their pictures (those delivered longest ago first)."""
+    images: int = 0
+    """Undelivered findings whose pictures were emptied (oldest first); the records stay."""
+    over_bytes: int = 0
 
 
 class Store:
@@ -231,6 +251,55 @@ class Store:
                 "WHERE id = ? AND state = 'pending'",
                 [(now, i) for i in ids])
 
+    def size_bytes(self) -> int:
+        """What the outbox takes on the card: the database and its write-ahead log."""
+        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal"))
+                   if p.exists())
+
+    def enforce_quota(self, quota_bytes: int, undelivered_images: bool = True,
+                      batch: int = 20) -> Eviction:
+        """Bring the outbox within ``quota_bytes``: first delete the delivered findings
+        delivered longest ago; then, if ``undelivered_images``, empty the pictures of
+        the oldest undelivered findings (their records stay and are delivered without
+        them). An undelivered record is never deleted: if only those are left, the outbox
+        stays over its quota and ``over_bytes`` says by how much."""
+        out = Eviction()
+        while self.size_bytes() > quota_bytes:
+            with self._write():
+                ids = [r[0] for r in self.db.execute(
+                    "SELECT id FROM events WHERE state = 'delivered' "
+                    "ORDER BY delivered_utc, id LIMIT ?", [batch])]
+                if ids:
+                    self.db.conn.executemany("DELETE FROM events WHERE id = ?",
+                                             [(i,) for i in ids])
+            out.delivered += len(ids)
+            if not ids and undelivered_images:
+                now = iso_utc(datetime.now(UTC))
+                with self._write():
+                    ids = [r[0] for r in self.db.execute(
+                        "SELECT e.id FROM events e JOIN images i ON i.event_id = e.id "
+                        "WHERE e.state = 'pending' AND i.evicted_utc IS NULL "
+                        "ORDER BY e.id LIMIT ?", [batch])]
+                    self.db.conn.executemany(
+                        "UPDATE images SET jpeg = X'', crop = NULL, crop_sha256 = NULL, "
+                        "evicted_utc = ? WHERE event_id = ?", [(now, i) for i in ids])
+                out.images += len(ids)
+            if not ids:
+                break
+            self._shrink()
+        out.over_bytes = max(0, self.size_bytes() - quota_bytes)
+        return out
+
+    def _shrink(self) -> None:
+        """Give freed pages back to the card (auto_vacuum) and fold the log into the file."""
+        self._vacuum()
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _vacuum(self) -> None:
+        """Give the free pages back to the card. Through executescript: sqlite3's execute
+        steps this pragma once, and each step frees a single page."""
+        self.db.conn.executescript("PRAGMA incremental_vacuum;")
+
     def prune(self, retention: timedelta, now: datetime | None = None) -> int:
         """Delete delivered events (and images) older than ``retention``; pending are kept."""
         cutoff = iso_utc((now or datetime.now(UTC)) - retention)
@@ -239,7 +308,7 @@ class Store:
                 "DELETE FROM events WHERE state = 'delivered' AND delivered_utc < ?", [cutoff])
             n = cur.rowcount
         if n:
-            self.db.execute("PRAGMA incremental_vacuum")
+            self._vacuum()
         return n
 
     # --- reading -----------------------------------------------------------
@@ -311,12 +380,12 @@ class Store:
 
     def _columns(self) -> list[str]:
         return [c.name for c in self.db["events"].columns] + ["jpeg", "sha256", "crop",
-                                                              "crop_sha256"]
+                                                              "crop_sha256", "evicted_utc"]
 
     def _select(self, where: str, params: list[Any]) -> list[StoredEvent]:
         cols = self._columns()
         rows = self.db.execute(
-            "SELECT e.*, i.jpeg, i.sha256, i.crop, i.crop_sha256 "
+            "SELECT e.*, i.jpeg, i.sha256, i.crop, i.crop_sha256, i.evicted_utc "
             "FROM events e JOIN images i ON i.event_id = e.id "
             + where, params).fetchall()
         out = []
@@ -381,4 +450,5 @@ def _stored(d: dict[str, Any]) -> StoredEvent:
         delivered_utc=parse_iso_utc(d["delivered_utc"]) if d["delivered_utc"] else None,
         image_sha256=d["sha256"],
         crop_sha256=d["crop_sha256"],
+        evicted_utc=parse_iso_utc(d["evicted_utc"]) if d["evicted_utc"] else None,
     )

@@ -110,8 +110,11 @@ def event_message(stored: StoredEvent, device_id: str, topics: Topics) -> dict[s
         "position": pos,
         "model": ev.model,
         "config_version": ev.config_version,
-        "image": {"topic": topics.image(ev.id), "content_type": "image/jpeg",
-                  "bytes": len(ev.image_jpeg), "sha256": stored.image_sha256},
+        # null once evicted to keep the outbox within its quota (store.quota_mb): the
+        # finding is still reported, without its pictures.
+        "image": None if not ev.image_jpeg else {
+            "topic": topics.image(ev.id), "content_type": "image/jpeg",
+            "bytes": len(ev.image_jpeg), "sha256": stored.image_sha256},
         # null, not absent, when there is no crop (stored before crops existed, or it
         # failed to encode): the receiver must not wait for one that will never come.
         "crop": None if ev.crop_jpeg is None else {
@@ -410,7 +413,9 @@ class Uplink:
             json_props.ContentType = "application/json"
         body = json.dumps(event_message(item, self.cfg.device.id, self.topics),
                           separators=(",", ":")).encode()
-        messages = [(self.topics.image(ev.id), ev.image_jpeg, img_props)]
+        messages = []
+        if ev.image_jpeg:
+            messages.append((self.topics.image(ev.id), ev.image_jpeg, img_props))
         if ev.crop_jpeg is not None:
             messages.append((self.topics.crop(ev.id), ev.crop_jpeg, img_props))
         messages.append((self.topics.events, body, json_props))

@@ -46,6 +46,10 @@ class WriterStats:
     """Findings that never reached the outbox (max_held overflowed, or a stop ran out of
     time while the outbox was unwritable)."""
     failed_commits: int = 0
+    evicted_delivered: int = 0
+    """Delivered findings deleted to keep the outbox within its quota."""
+    evicted_images: int = 0
+    """Undelivered findings whose pictures were emptied to keep within the quota."""
     last_error: str = ""
     unwritable_since: float | None = None
     """time.monotonic() of the first failed commit of the current outage; None when the
@@ -63,9 +67,15 @@ class StoreWriter:
     def __init__(self, path: Path, max_held: int = 200,
                  on_commit: Callable[[], None] | None = None,
                  retry_min_s: float = 0.5, retry_max_s: float = 10.0,
-                 busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+                 busy_timeout_s: float = BUSY_TIMEOUT_S, quota_mb: float | None = None,
+                 evict_undelivered_images: bool = True) -> None:
+        """``quota_mb``: after each commit the outbox is brought within it
+        (:meth:`~agent.store.Store.enforce_quota`); None: no quota."""
         self.path = Path(path)
         self.max_held = max_held
+        self.quota_bytes = None if quota_mb is None else int(quota_mb * 1024 * 1024)
+        self.evict_undelivered_images = evict_undelivered_images
+        self._said_over = False
         self.on_commit = on_commit or (lambda: None)
         self.busy_timeout_s = busy_timeout_s
         self.stats = WriterStats()
@@ -150,6 +160,9 @@ class StoreWriter:
                         return
                     continue
                 self._committed(batch, lost)
+                if self.quota_bytes is not None and store is not None:
+                    with self.faults.guard("the outbox's quota"):
+                        self._keep_quota(store)
         finally:
             if store is not None:
                 store.close()
@@ -197,6 +210,28 @@ class StoreWriter:
             self.stats.unwritable_since = None
         self._backoff.reset()
         self.on_commit()
+
+    def _keep_quota(self, store: Store) -> None:
+        assert self.quota_bytes is not None
+        ev = store.enforce_quota(self.quota_bytes, self.evict_undelivered_images)
+        mb = self.quota_bytes / 1024 / 1024
+        if ev.delivered:
+            self.stats.evicted_delivered += ev.delivered
+            log.warning("the outbox reached its quota (%.0f MB): deleted the %d delivered "
+                        "findings delivered longest ago (%d so far)", mb, ev.delivered,
+                        self.stats.evicted_delivered)
+        if ev.images:
+            self.stats.evicted_images += ev.images
+            log.warning("the outbox reached its quota (%.0f MB) with only undelivered "
+                        "findings left: removed the pictures of the %d oldest (%d so far); "
+                        "they will be delivered without them", mb, ev.images,
+                        self.stats.evicted_images)
+        if ev.over_bytes and not self._said_over:
+            log.error("the outbox is %.1f MB over its quota (%.0f MB) with nothing it may "
+                      "evict: undelivered findings are kept%s", ev.over_bytes / 1024 / 1024,
+                      mb, "" if self.evict_undelivered_images
+                      else " (store.evict_undelivered_images is off)")
+        self._said_over = ev.over_bytes > 0
 
     def _failed(self, e: Exception, held: int) -> float:
         """Count and report a failed commit; the delay before the next attempt."""

@@ -390,3 +390,29 @@ def test_a_row_damaged_on_the_card_does_not_hold_up_the_rest(
     assert "1 findings are still pending" in r.stderr and "Traceback" not in r.stderr
     wait_until(lambda: sub.event_ids() == set(ids) - {ids[2]}, 10, "the others delivered")
     assert counts(db) == {"pending": 1, "delivered": 4}
+
+
+def test_a_finding_whose_picture_was_evicted_is_delivered_without_it(
+        tmp_path: Path, broker: Mosquitto, subscriber_factory: Callable[..., Subscriber]
+        ) -> None:
+    """At the outbox's quota with nothing delivered, the oldest findings lose their
+    pictures: they still reach the office, with "image": null and no picture message."""
+    db = tmp_path / "outbox.db"
+    ids = add_events(db, 4)
+    with Store(db) as s:
+        s.db.execute("UPDATE images SET jpeg = X'', crop = NULL, crop_sha256 = NULL, "
+                      "evicted_utc = '2026-11-30T10:00:00.000Z' WHERE event_id IN (?, ?)",
+                      ids[:2])
+    sub = subscriber_factory(broker.port)
+    cfg = write_config(tmp_path / "agent.toml", broker.port, db)
+    import subprocess
+
+    from tests.conftest import agent_cmd
+
+    r = subprocess.run(agent_cmd("run", "--config", str(cfg), "--until-drained"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: sub.event_ids() == set(ids), 10, "all four delivered")
+    by_id = {e["id"]: e for e in sub.events()}
+    assert [by_id[i]["image"] is None for i in ids] == [True, True, False, False]
+    assert set(sub.images()) == set(ids[2:])

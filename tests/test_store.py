@@ -9,9 +9,12 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import sqlite_utils
 
+from agent.records import Event
 from agent.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, _event_row
 from tests.conftest import make_event, make_jpeg
 
@@ -62,12 +65,12 @@ def _schema_1_store(db: Path, events: list) -> None:
     con.close()
 
 
-def test_a_schema_1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
+def test_a_schema_1_store_is_migrated_to_the_latest_and_keeps_its_events(tmp_path: Path) -> None:
     db = tmp_path / "o.db"
     old = [make_event(i) for i in range(3)]
     _schema_1_store(db, old)
     with Store(db) as s:
-        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert s.counts() == {"pending": 2, "delivered": 1}
         got = {g.event.id: g for g in s.iter_events()}
         assert list(got) == [e.id for e in old]
@@ -75,6 +78,7 @@ def test_a_schema_1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> No
             g = got[ev.id]
             assert g.event.image_jpeg == ev.image_jpeg and g.event.position == ev.position
             assert g.event.crop_jpeg is None and g.crop_sha256 is None
+            assert g.evicted_utc is None
         # the migrated store takes new events with crops beside the old ones
         new = make_event(7).replace(crop_jpeg=make_jpeg(12, size=32))
         s.add(new)
@@ -82,7 +86,7 @@ def test_a_schema_1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> No
         assert [p.event.id for p in s.pending(10)] == [old[1].id, old[2].id, new.id]
         assert s.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     with Store(db) as s:  # opening again migrates nothing twice
-        assert s.db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == 3
         assert len(list(s.iter_events())) == 4
 
 
@@ -226,3 +230,75 @@ def test_a_row_damaged_on_the_card_is_named_and_skipped_not_a_stop(
         assert got == [events[0].id, events[2].id]
         assert s.unreadable == {events[1].id}
         assert s.pending(10) and caplog.text.count(events[1].id) == 1  # said once
+
+
+def _big_event(i: int, seed: int) -> Event:
+    """A finding with a picture of about 50 KB (noise does not compress)."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 255, (160, 200, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return make_event(i).replace(image_jpeg=buf.tobytes())
+
+
+def test_the_quota_evicts_delivered_first_then_undelivered_pictures_never_a_record(
+        tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    with Store(db) as s:
+        events = [_big_event(i, i) for i in range(30)]
+        for ev in events:
+            s.add(ev)
+        delivered = [e.id for e in events[:10]]
+        for k, i in enumerate(reversed(delivered)):  # the last made was delivered first
+            s.mark_delivered([i])
+            s.db.execute("UPDATE events SET delivered_utc = ? WHERE id = ?",
+                         [f"2026-11-30T10:00:{k:02d}.000Z", i])
+        s.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the size without the log's copies
+        full = s.size_bytes()
+        # room for about 25 of the 30: about five delivered findings must go, no more
+        first = s.enforce_quota(int(full * 0.83), undelivered_images=True, batch=2)
+        assert first.images == 0 and first.over_bytes == 0 and 4 <= first.delivered <= 8
+        left = {e.event.id for e in s.iter_events(state="delivered")}
+        # those delivered longest ago went first: the earliest made, delivered last, stay
+        gone = set(delivered) - left
+        assert gone == set(list(reversed(delivered))[:len(gone)])
+        # room for far less: every delivered one goes, then the oldest pending pictures
+        second = s.enforce_quota(int(full * 0.4), undelivered_images=True, batch=2)
+        assert second.delivered == 10 - len(gone) and second.images > 0
+        pending = list(s.iter_events(state="pending"))
+        assert len(pending) == 20  # not one undelivered record was deleted
+        emptied = [p for p in pending if p.evicted_utc is not None]
+        assert [p.event.id for p in emptied] == [e.id for e in events[10:10 + len(emptied)]]
+        assert all(p.event.image_jpeg == b"" and p.event.crop_jpeg is None for p in emptied)
+        assert s.size_bytes() <= int(full * 0.4)
+
+
+def test_without_evicting_undelivered_pictures_the_outbox_stays_over_and_says_so(
+        tmp_path: Path) -> None:
+    with Store(tmp_path / "o.db") as s:
+        for i in range(10):
+            s.add(_big_event(i, i))
+        ev = s.enforce_quota(s.size_bytes() // 2, undelivered_images=False)
+        assert (ev.delivered, ev.images) == (0, 0) and ev.over_bytes > 0
+        assert s.counts() == {"pending": 10, "delivered": 0}
+
+
+def test_the_writer_keeps_the_quota_and_counts_and_says_what_it_evicted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    from agent.writer import StoreWriter
+
+    db = tmp_path / "o.db"
+    w = StoreWriter(db, quota_mb=0.6)
+    t = threading.Thread(target=w.run)
+    t.start()
+    for i in range(20):  # about 1 MB of findings into a 0.6 MB outbox, none delivered
+        w.submit(_big_event(i, i))
+    w.close(10)
+    t.join(20)
+    assert w.stats.committed == 20 and w.stats.lost == 0 and w.stats.evicted_images > 0
+    assert "removed the pictures of the" in caplog.text
+    with Store(db) as s:
+        assert s.counts()["pending"] == 20
+        assert s.size_bytes() <= 0.6 * 1024 * 1024
