@@ -8,6 +8,10 @@ setup(
     version="0.1.0",
     description="Field collection agent for city patrol vehicles",
     packages=find_packages(include=["agent", "agent.*"]),
+    # The default model and its labels, found by config.resolve_shipped under
+    # <environment>/share/patrol-agent when the agent is installed rather than checked out.
+    data_files=[("share/patrol-agent/models", ["models/civil-complaint.tflite",
+                                               "models/civil-complaint.labels.txt"])],
     python_requires=">=3.11",
     install_requires=[
         # The TFLite runtime; on images where only tflite-runtime exists the
@@ -15,7 +19,9 @@ setup(
         "ai-edge-litert>=2.1,<3",
         # gpsd's JSON stream; see agent/gps.py for why not gpsd-py3.
         "gpsdclient>=1.3,<2",
-        "numpy>=1.26,<3",
+        # 1.24 is Raspberry Pi OS Bookworm's, which its picamera2 modules are built against
+        # (provisioning keeps a unit's venv on it; OpenCV 4.11 is the last that takes it).
+        "numpy>=1.24,<3",
         # 4.x: the 5.0 wheels no longer ship the Haar cascades the privacy step uses.
         "opencv-python-headless>=4.9,<5",
         "pydantic>=2.7,<3",

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -116,12 +117,17 @@ class DetectorConfig(Section):
 
 
 def resolve_shipped(path: Path) -> Path:
-    """A relative path as given if it exists, else relative to the agent's checkout or
-    install (so ``models/civil-complaint.tflite`` works from any directory)."""
+    """A relative path as given if it exists, else where the agent ships it: beside the
+    ``agent`` package in a checkout, or under ``share/patrol-agent`` of the environment
+    it is installed in (setup.py's data files), so ``models/civil-complaint.tflite`` works
+    from any directory and from a plain ``pip install``."""
     if path.is_absolute() or path.exists():
         return path
-    shipped = Path(__file__).resolve().parent.parent / path
-    return shipped if shipped.exists() else path
+    for base in (Path(__file__).resolve().parent.parent,
+                 Path(sys.prefix) / "share" / "patrol-agent"):
+        if (base / path).exists():
+            return base / path
+    return path
 
 
 class EventsConfig(Section):

@@ -44,7 +44,7 @@ from agent.config import CameraConfig, EventsConfig
 from agent.geo import LocalFrame, destination, haversine_m
 from agent.gps import FrameClock, GeoTag, recording_time
 from agent.privacy import Redactor
-from agent.records import Box, Detection, Event, Frame, PastFinding, Position
+from agent.records import Box, Detection, Event, Frame, PastFinding, Position, new_event_id
 from agent.tracker import Track
 
 log = logging.getLogger("events")
@@ -236,14 +236,18 @@ class EventBuilder:
     """Turns ended tracks into events (see the module docstring for the rules).
 
     ``frame_time`` maps a frame's capture stamps to GPS time (a live camera's through
-    the clock check; a recording's are already); ``recent`` is the dedup memory.
+    the clock check; a recording's are already), and ``time_source`` says where that
+    time came from (``attributes.time_source``: 'gps', 'ntp', 'unverified' or
+    'recording'); ``recent`` is the dedup memory; ``ids`` makes event ids.
     """
 
     def __init__(self, cfg: EventsConfig, camera: CameraConfig, positions: Positions,
                  redactor: Redactor | None, model: str = "", config_version: int = 0,
                  frame_time: FrameClock = recording_time,
                  second_look: SecondLook | None = None,
-                 recent: RecentFindings | None = None) -> None:
+                 recent: RecentFindings | None = None,
+                 time_source: Callable[[], str] = lambda: "recording",
+                 ids: Callable[[], str] = new_event_id) -> None:
         if cfg.redact and redactor is None:
             raise ValueError("events.redact is on but no redactor was given")
         self.cfg = cfg
@@ -253,6 +257,8 @@ class EventBuilder:
         self.model = model
         self.config_version = config_version
         self.frame_time = frame_time
+        self.time_source = time_source
+        self.ids = ids
         # None (no detector at hand, as in unit tests of the rest) means no second look.
         self.second_look = second_look if cfg.confirm_score > 0 else None
         self.recent = recent or RecentFindings(cfg.dedup_distance_m,
@@ -343,13 +349,17 @@ class EventBuilder:
             "duration_s": round(last.captured_mono - first.captured_mono, 2),
             "frame_index": best.frame.index,
             "position_method": where,
+            # where captured_at came from: a finding made before the clock could be
+            # trusted ('unverified') may carry 1970 or a time far off
+            "time_source": self.time_source(),
             "second_look": None if confirmed is None else round(confirmed, 2),
             "vehicle": vehicle,
             "redaction": redaction,
         }
         if crop is not None:
             attrs["crop_px"] = [x0, y0, x1, y1]  # where the crop sits in the picture
-        return Event(label=label, score=float(best.detection.score), bbox=best.detection.bbox,
+        return Event(id=self.ids(), label=label, score=float(best.detection.score),
+                     bbox=best.detection.bbox,
                      captured_utc=when, captured_mono=best.frame.captured_mono,
                      image_jpeg=jpeg.tobytes(), position=position, model=self.model,
                      config_version=self.config_version, attributes=attrs, crop_jpeg=crop)

@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from agent.backoff import Backoff
@@ -102,6 +103,17 @@ def _heading(fixes: list[Fix], i: int) -> float | None:
         if h is not None:
             return h
     return None
+
+
+NTP_SYNCED = Path("/run/systemd/timesync/synchronized")
+"""systemd-timesyncd's mark that the system clock has been set from NTP."""
+EARLIEST_TRUSTED = datetime(2026, 1, 1, tzinfo=UTC)
+"""A system clock before this agent was made is wrong, whatever says it is synchronized."""
+
+
+def system_clock_synced() -> bool:
+    """Whether the system clock has been set from NTP (and is not before this agent)."""
+    return NTP_SYNCED.exists() and datetime.now(UTC) >= EARLIEST_TRUSTED
 
 
 FrameClock = Callable[[datetime, float], datetime]
@@ -316,6 +328,14 @@ class ClockCheck:
         now_utc = now_utc or datetime.now(UTC)
         now_mono = time.monotonic() if now_mono is None else now_mono
         return off + now_mono - now_utc.timestamp()
+
+    def time_source(self) -> str:
+        """Where :meth:`frame_time` gets UTC now: 'gps' (tied to the receiver), 'ntp' (the
+        system clock, set by NTP) or 'unverified' (the system clock, which may be 1970 or
+        far off after a boot without a real-time clock)."""
+        if self.mono_offset_s is not None:
+            return "gps"
+        return "ntp" if system_clock_synced() else "unverified"
 
     def frame_time(self, captured_utc: datetime, captured_mono: float) -> datetime:
         """The :data:`FrameClock` of a live camera: the GPS time of a frame captured at

@@ -52,7 +52,7 @@ from agent.gps import ClockCheck, FixHistory, GpsdReader, recording_time
 from agent.health import Health, Notifier
 from agent.perception import Perception
 from agent.privacy import Redactor
-from agent.records import Event, Fix
+from agent.records import Event, EventIds, Fix
 from agent.sources import FrameSource, OpenCVSource, open_source
 from agent.stages import Faults, FrameSlot, Heartbeat, Stage, StageState
 from agent.store import Store, StoreError
@@ -157,13 +157,16 @@ class Pipeline:
         with Store(self.store_path) as store:
             self._counts_at_start = store.counts()
             recent = store.recent_findings(window)
+            ids = EventIds(store.newest_id())
         self.history = FixHistory(max_age_s=feeds.fix_history_s)
         self.history.extend(feeds.fixes)
         self.clock = ClockCheck()
         self.stop_requested = threading.Event()
         self.uplink: Uplink | None = None
         if cfg.mqtt is not None:
-            self.uplink = Uplink(cfg, self.store_path, status={"model": cfg.detector.model.stem})
+            # Retention counts hours on the system clock: only once it can be trusted.
+            self.uplink = Uplink(cfg, self.store_path, status={"model": cfg.detector.model.stem},
+                                 clock_trusted=lambda: self.clock.time_source() != "unverified")
         self.writer = StoreWriter(self.store_path, cfg.store.max_held,
                                   on_commit=self.uplink.notify if self.uplink else None,
                                   quota_mb=cfg.store.quota_mb,
@@ -186,14 +189,16 @@ class Pipeline:
             # thread is plenty for a few views per finding.
             look = build_detector(cfg, threads=1)
             self.source = feeds.camera(self._camera_stop)
-            frame_time = (recording_time if self.source.timebase == "recording"
-                          else self.clock.frame_time)
+            recorded = self.source.timebase == "recording"
+            frame_time = recording_time if recorded else self.clock.frame_time
             builder = EventBuilder(
                 cfg.events, cfg.camera, self.history.position_at,
                 Redactor() if cfg.events.redact else None, model=detector.model_path.stem,
                 config_version=cfg.version, frame_time=frame_time,
                 second_look=look.second_look,
-                recent=RecentFindings(cfg.events.dedup_distance_m, window, recent))
+                recent=RecentFindings(cfg.events.dedup_distance_m, window, recent),
+                time_source=(lambda: "recording") if recorded else self.clock.time_source,
+                ids=ids)
             self.findings = FindingStage(
                 builder, self.history, frame_time, self.writer.submit,
                 fix_wait_s=0.0 if feeds.fixes and feeds.gpsd is None else FIX_WAIT_S)

@@ -7,6 +7,8 @@ Later stages (frames, fixes, detections, tracks) add their records here.
 from __future__ import annotations
 
 import dataclasses
+import threading
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,6 +24,27 @@ def new_event_id() -> str:
     """A device-made, time-ordered id (UUIDv7): receivers drop duplicates by it,
     and sorting by it is sorting by creation time."""
     return str(uuid6.uuid7())
+
+
+class EventIds:
+    """Event ids (UUIDv7) that never go backwards, whatever the system clock does.
+
+    A UUIDv7 carries the system clock's milliseconds, and the outbox delivers its backlog
+    in id order. A Pi without a real-time clock may boot in 1970 or far ahead, and NTP or
+    GPS then steps its clock: an id made after a step back would sort before older ones.
+    Seeded with the newest id in the outbox, each id made here is above every id before
+    it (one more than the last, when the clock says otherwise).
+    """
+
+    def __init__(self, newest: str | None = None) -> None:
+        self._last = uuid.UUID(newest).int if newest else 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        made = uuid6.uuid7().int
+        with self._lock:
+            self._last = made if made > self._last else self._last + 1
+            return str(uuid.UUID(int=self._last))
 
 
 @dataclass(frozen=True, slots=True)

@@ -360,6 +360,10 @@ class Store:
             out[state] = n
         return out
 
+    def newest_id(self) -> str | None:
+        """The largest event id in the outbox (new ids are made above it)."""
+        return self.db.execute("SELECT max(id) FROM events").fetchone()[0]
+
     def recent_findings(self, window: timedelta) -> list[PastFinding]:
         """Label, place and time of the events captured within ``window`` of the newest
         one, oldest first, without their pictures: what the dedup memory starts from.

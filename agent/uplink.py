@@ -36,6 +36,7 @@ import logging
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -147,7 +148,10 @@ class Uplink:
     """Delivers events from the outbox at ``store_path`` to the configured broker."""
 
     def __init__(self, cfg: Config, store_path: str | Path | None = None,
-                 status: dict[str, Any] | None = None) -> None:
+                 status: dict[str, Any] | None = None,
+                 clock_trusted: Callable[[], bool] = lambda: True) -> None:
+        """``clock_trusted``: whether the system clock can be trusted now; retention is
+        counted on it, so delivered findings are pruned only then."""
         if cfg.mqtt is None:
             raise UplinkError("no [mqtt] section in the config: nowhere to deliver to")
         self.cfg = cfg
@@ -156,6 +160,8 @@ class Uplink:
         self.topics = Topics(self.mq.root, cfg.device.id)
         self.stats = UplinkStats()
         self.heartbeat = Heartbeat()
+        self.clock_trusted = clock_trusted
+        self._said_untrusted = False
         self._status_extra = dict(status or {})
         self._wake = threading.Event()
         self._tls = build_tls_context(self.mq.tls) if self.mq.tls else None
@@ -242,11 +248,20 @@ class Uplink:
                         return
                 if retention > timedelta(0) and now >= next_prune:
                     next_prune = now + self.cfg.store.prune_interval_s
-                    if n := store.prune(retention):
-                        log.info("pruned %d delivered events older than %s", n, retention)
+                    self._prune(store, retention)
         finally:
             self._shutdown(store)
             store.close()
+
+    def _prune(self, store: Store, retention: timedelta) -> None:
+        if not self.clock_trusted():
+            if not self._said_untrusted:
+                self._said_untrusted = True
+                log.info("the system clock is not trusted yet (no GPS fix, no NTP): "
+                         "delivered findings are kept until it is")
+            return
+        if n := store.prune(retention):
+            log.info("pruned %d delivered events older than %s", n, retention)
 
     def _wait(self, seconds: float) -> None:
         """Sleep while disconnected; a stop or a finish cuts it short."""

@@ -309,7 +309,16 @@ else
         src_new=1
     fi
     if [ "$src_new" = 1 ] || [ ! -x "$R$APP/venv/bin/patrol-agent" ]; then
-        in_root "$APP/venv/bin/pip" install -q --disable-pip-version-check "$APP/src"
+        # The venv sees the system's packages (picamera2 and the modules it is built with,
+        # against the system's numpy): keep that numpy, and an OpenCV that takes it.
+        : >"$R$APP/constraints.txt"
+        sysnp=$(in_root python3 -c 'import numpy; print(numpy.__version__)' 2>/dev/null || true)
+        if [ -n "$sysnp" ]; then
+            printf 'numpy==%s\nopencv-python-headless<4.12\n' "$sysnp" >"$R$APP/constraints.txt"
+            step "$APP/constraints.txt" "the system's numpy $sysnp, OpenCV 4.11 (it takes it)"
+        fi
+        in_root "$APP/venv/bin/pip" install -q --disable-pip-version-check \
+            -c "$APP/constraints.txt" "$APP/src"
         changed "$APP/venv" "patrol-agent $(in_root "$APP/venv/bin/patrol-agent" --version | cut -d' ' -f2)"
     else
         step "$APP/venv" unchanged

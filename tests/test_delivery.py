@@ -322,7 +322,13 @@ def test_acl_rejection_is_not_delivery(tmp_path: Path,
 
 
 def test_retention_prunes_only_delivered(tmp_path: Path, broker: Mosquitto,
-                                         running_pipeline: Callable[[Path], Pipeline]) -> None:
+                                         running_pipeline: Callable[[Path], Pipeline],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.gps
+
+    synced = tmp_path / "synchronized"  # as systemd-timesyncd marks a clock set by NTP
+    synced.touch()
+    monkeypatch.setattr(agent.gps, "NTP_SYNCED", synced)
     db = tmp_path / "outbox.db"
     # about a second of retention, checked every 0.3 s
     cfg = write_config(tmp_path / "agent.toml", broker.port, db,
@@ -333,6 +339,28 @@ def test_retention_prunes_only_delivered(tmp_path: Path, broker: Mosquitto,
     wait_until(lambda: counts(db) == {"pending": 0, "delivered": 0}, 20, "pruned after retention")
     with Store(db) as s:
         assert s.db.execute("SELECT count(*) FROM images").fetchone()[0] == 0
+
+
+def test_with_a_clock_nobody_set_nothing_is_pruned(
+        tmp_path: Path, broker: Mosquitto, running_pipeline: Callable[[Path], Pipeline],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """No GPS fix and no NTP (a Pi that booted without a clock): retention is counted on a
+    clock that may be 1970 or years ahead, so delivered findings are kept until it is set."""
+    import logging
+
+    import agent.gps
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(agent.gps, "NTP_SYNCED", tmp_path / "not-synchronized")
+    db = tmp_path / "outbox.db"
+    cfg = write_config(tmp_path / "agent.toml", broker.port, db,
+                       store_extra="retention_hours = 0.0001\nprune_interval_s = 0.2")
+    pipe = running_pipeline(cfg)
+    pipe.submit(make_event(1))
+    wait_until(lambda: counts(db)["delivered"] == 1, 20, "delivered")
+    time.sleep(2.0)  # five times the retention, four prune intervals
+    assert counts(db) == {"pending": 0, "delivered": 1}
+    assert "the system clock is not trusted yet" in caplog.text
 
 
 def test_username_password_and_refusal_are_clear(

@@ -211,3 +211,19 @@ def test_time_running_backwards_through_gpsd_is_warned_and_a_new_time_line_follo
     assert "GPS time ran backwards: a fix at 09:30:05 after one at 09:30:24" in caplog.text
     assert "starting the track again from 09:30:05" in caplog.text
     assert h.position_at(T0 + timedelta(seconds=20)) is None  # the old line is gone
+
+
+def test_where_a_findings_time_comes_from(monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    """GPS when the clock check has a fix's time; else the system clock, 'ntp' only once
+    timesyncd says it set it (and it is not before this agent was made)."""
+    import agent.gps as gps
+
+    flag = tmp_path / "synchronized"
+    monkeypatch.setattr(gps, "NTP_SYNCED", flag)
+    c = ClockCheck()
+    assert c.time_source() == "unverified"
+    flag.touch()
+    assert c.time_source() == "ntp"
+    c.observe_fix(T0)
+    assert c.time_source() == "gps"

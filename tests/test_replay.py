@@ -259,3 +259,24 @@ def test_a_log_whose_time_runs_backwards_is_replayed_with_a_warning(tmp_path: Pa
     assert ("its time runs backwards once (first at line 123: 01:30:00.000 after "
             "01:31:00.000) and 20 receiver cycles repeat an earlier time") in r.stdout
     assert "5 findings stored" in r.stdout
+
+
+def test_findings_sort_after_everything_in_the_outbox_even_made_under_a_clock_far_ahead(
+        tmp_path: Path) -> None:
+    """The outbox holds a finding whose id was made while the clock read 2040: the
+    replay's findings are made after it, and their ids say so; each says its time is
+    the recording's."""
+    import uuid
+
+    from tests.conftest import make_event
+
+    ms_2040 = int(datetime(2040, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    ahead = str(uuid.UUID(int=(ms_2040 << 80) | (0x7 << 76) | (0x2 << 62) | 7))
+    with Store(tmp_path / "out.db") as s:
+        s.add(make_event(0).replace(id=ahead))
+    r = replay(tmp_path)
+    assert r.returncode == 0, r.stderr
+    with Store(tmp_path / "out.db") as s:
+        made = [e.event for e in s.iter_events()]
+    assert made[0].id == ahead and len(made) == 6
+    assert all(e.id > ahead and e.attributes["time_source"] == "recording" for e in made[1:])

@@ -158,6 +158,8 @@ def test_findings_reach_the_broker_at_the_objects_places(drive: Drive, kind: str
                              for e in evs]).recall
 
     assert found(live) == found(ref) == 1.0
+    assert {e["attributes"]["time_source"] for e in live} == {"gps"}
+    assert {e["attributes"]["time_source"] for e in ref} == {"recording"}
 
 
 def test_a_live_findings_geotag_is_the_track_at_its_frames_capture_time(drive: Drive) -> None:

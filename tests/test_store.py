@@ -302,3 +302,20 @@ def test_the_writer_keeps_the_quota_and_counts_and_says_what_it_evicted(
     with Store(db) as s:
         assert s.counts()["pending"] == 20
         assert s.size_bytes() <= 0.6 * 1024 * 1024
+
+
+def test_event_ids_never_go_backwards_whatever_the_clock_says() -> None:
+    """The outbox's newest id was made while the clock read 2040 (a Pi that booted far
+    ahead); NTP has set it right since: new ids still sort after it, and after each other."""
+    import uuid
+
+    from agent.records import EventIds
+
+    ms_2040 = int(datetime(2040, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    newest = str(uuid.UUID(int=(ms_2040 << 80) | (0x7 << 76) | (0x2 << 62) | 12345))
+    ids = EventIds(newest)
+    made = [ids() for _ in range(1000)]
+    assert made[0] > newest and made == sorted(made) and len(set(made)) == 1000
+    assert all(uuid.UUID(i).version == 7 for i in made)
+    fresh = EventIds(None)()  # an empty outbox: ids from the clock as it is
+    assert fresh < newest
