@@ -270,6 +270,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- doctor -------------------------------------------------------------------
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check each part of the unit in turn; 1 if any is wrong."""
+    from agent.doctor import Verdict, run_checks
+
+    cfg = load_config(args.config)
+    print(f"patrol-agent {__version__} doctor: unit {cfg.device.id} ({args.config})")
+    failed = 0
+    for check in run_checks(cfg):
+        print(check.line(), flush=True)
+        failed += check.verdict is Verdict.FAIL
+    print("all is well" if not failed else f"{failed} part(s) need attention")
+    return 1 if failed else 0
+
+
 # --- events -------------------------------------------------------------------
 
 def _store_path(args: argparse.Namespace) -> Path:
@@ -430,6 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.simulate.drive import add_parser as add_simulate_drive
 
     add_simulate_drive(sub)
+
+    dr = sub.add_parser("doctor", help="check camera, gpsd and fix, model, broker, clock, "
+                        "disk and the service, and say what is wrong")
+    dr.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="TOML config file")
+    dr.set_defaults(func=cmd_doctor)
 
     c = sub.add_parser("check-config", help="validate a config and print it, secrets masked")
     c.add_argument("file")
