@@ -32,6 +32,9 @@ setup(
         "uuid6>=2024.7.10",
     ],
     extras_require={
+        # The TFLite runtime for numpy 1.x (Raspberry Pi OS's numpy, which a unit with the
+        # Pi camera keeps: see provisioning/provision.sh --system-numpy).
+        "tflite": ["tflite-runtime==2.14.0"],
         # Training the default model (models/train/); never installed on a Pi.
         "train": [
             "tensorflow-cpu==2.21.0",

@@ -25,6 +25,7 @@ done here in numpy; the SSD op does its own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import zipfile
@@ -60,15 +61,25 @@ class DetectorError(Exception):
 
 
 def load_interpreter(path: Path, threads: int) -> Any:
-    """A TFLite Interpreter from ai-edge-litert, or tflite-runtime where that is installed."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
+    """A TFLite Interpreter: ai-edge-litert under numpy 2, tflite-runtime under numpy 1.
+
+    ai-edge-litert's binary is built for numpy 2 and crashes the process when imported
+    under numpy 1.x, whatever its metadata allows; tflite-runtime is built for numpy 1.x.
+    A unit whose venv keeps Raspberry Pi OS's numpy 1.24 (for picamera2's modules, see
+    provisioning) therefore runs tflite-runtime, and never imports ai-edge-litert.
+    """
+    Interpreter: Any = None
+    if int(np.__version__.split(".")[0]) >= 2:
+        with contextlib.suppress(ImportError):
+            from ai_edge_litert.interpreter import Interpreter
+    if Interpreter is None:
         try:
             from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
         except ImportError:
-            raise DetectorError("no TFLite runtime: install ai-edge-litert "
-                                "(or tflite-runtime on older images)") from None
+            raise DetectorError(
+                "no TFLite runtime for numpy " + np.__version__ + ": install ai-edge-litert "
+                "(numpy 2) or tflite-runtime (numpy 1.x; pip install 'patrol-agent[tflite]')"
+            ) from None
     if not path.is_file():
         raise DetectorError(f"model {path}: no such file")
     try:

@@ -7,7 +7,8 @@
 # 2. builds a Debian bookworm arm64 root with debootstrap (kept in --workdir, default
 #    /var/tmp/patrol-arm64, and reused by the next run unless --fresh);
 # 3. runs provisioning/provision.sh into it: Debian's arm64 packages, the agent in a
-#    virtual environment from the aarch64 wheels, the config, the unit;
+#    virtual environment from the aarch64 wheels, the config, the unit; with the
+#    system's numpy kept in it (--system-numpy yes), as on a unit with the Pi camera;
 # 4. replays the bundled sample drive inside it (every program an arm64 one, emulated)
 #    to a Mosquitto on this machine, until its first finding is delivered, then to the
 #    drive's end; and scores the findings.
@@ -93,11 +94,12 @@ PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 begin "provisioning/provision.sh into the arm64 root"
 env -u PIP_FIND_LINKS -u PIP_CONSTRAINT "$HERE/provision.sh" --root "$ROOT" \
     --vehicle arm64-proof --device-id arm64-proof --broker "127.0.0.1:$PORT" --no-tls \
+    --system-numpy yes \
     | tee "$WORK/provision.log"
 done_step "provision.sh: packages, venv from aarch64 wheels, config, unit"
 echo "agent inside: $(chroot "$ROOT" /opt/patrol-agent/venv/bin/patrol-agent --version), \
 $(chroot "$ROOT" /opt/patrol-agent/venv/bin/python -c \
-'import ai_edge_litert, numpy, cv2; print("ai-edge-litert", getattr(ai_edge_litert, "__version__", "?"), "numpy", numpy.__version__, "opencv", cv2.__version__)')"
+'import numpy, cv2, importlib.metadata as m; print("numpy", numpy.__version__, "opencv", cv2.__version__, "tflite-runtime", m.version("tflite-runtime"))')"
 
 begin "the sample drive replayed inside, delivered to Mosquitto on this machine"
 printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$PORT" >"$WORK/mosquitto.conf"
@@ -117,7 +119,16 @@ chroot "$ROOT" /opt/patrol-agent/venv/bin/patrol-agent replay --video /var/tmp/d
     --quiet >"$WORK/replay.out" 2>"$WORK/replay.err" &
 replay=$!
 pids+=("$replay")
-wait "$sub" || true
+while kill -0 "$sub" 2>/dev/null; do  # until the first finding arrives, or the replay ends
+    if ! kill -0 "$replay" 2>/dev/null; then
+        sleep 2
+        kill -0 "$sub" 2>/dev/null || break
+        echo "the replay ended before any finding was delivered:" >&2
+        tail -20 "$WORK/replay.err" >&2
+        exit 1
+    fi
+    sleep 1
+done
 first=$(( $(date +%s) - t_replay ))
 python3 - "$WORK/first.json" <<'PY'
 import json, sys

@@ -30,6 +30,9 @@
 #                         picamera2 where python3-picamera2 is installed, else 0)
 #   --gps-device DEV      the receiver's serial device (default: gpsd finds USB receivers)
 #   --gps-baud N          its baud rate (default: gpsd finds it)
+#   --system-numpy auto|yes|no  keep the system's numpy in the agent's venv (with OpenCV 4.11
+#                         and tflite-runtime, which take it), as picamera2's compiled modules
+#                         need; auto (the default): when python3-picamera2 is installed
 #   --no-packages         do not install Debian packages (offline; done already)
 #   --power-safe          also make the root file system safer against power cuts
 set -euo pipefail
@@ -38,7 +41,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/.." && pwd)
 ROOT=/
 VEHICLE="" BROKER="" DEVICE_ID="" FLEET="" USERNAME="" PASSWORD_FILE="" CA="" CERT=""
-CAMERA="" GPS_DEVICE="" GPS_BAUD="" TLS=1 PACKAGES=1 POWER_SAFE=0
+CAMERA="" GPS_DEVICE="" GPS_BAUD="" TLS=1 PACKAGES=1 POWER_SAFE=0 SYSTEM_NUMPY=auto
 
 die() { echo "provision.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -57,6 +60,7 @@ while [ $# -gt 0 ]; do
         --gps-device) GPS_DEVICE=${2:?}; shift 2 ;;
         --gps-baud) GPS_BAUD=${2:?}; shift 2 ;;
         --no-packages) PACKAGES=0; shift ;;
+        --system-numpy) SYSTEM_NUMPY=${2:?}; shift 2 ;;
         --power-safe) POWER_SAFE=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
@@ -309,16 +313,25 @@ else
         src_new=1
     fi
     if [ "$src_new" = 1 ] || [ ! -x "$R$APP/venv/bin/patrol-agent" ]; then
-        # The venv sees the system's packages (picamera2 and the modules it is built with,
-        # against the system's numpy): keep that numpy, and an OpenCV that takes it.
+        # The venv sees the system's packages. picamera2's compiled modules are built
+        # against the system's numpy (1.24 on Bookworm): where they are, the venv keeps that
+        # numpy, with OpenCV 4.11 and tflite-runtime, which take it (ai-edge-litert needs
+        # numpy 2 and is then never imported; see agent/detector.py).
         : >"$R$APP/constraints.txt"
-        sysnp=$(in_root python3 -c 'import numpy; print(numpy.__version__)' 2>/dev/null || true)
-        if [ -n "$sysnp" ]; then
+        extra=""
+        if [ "$SYSTEM_NUMPY" = auto ]; then
+            SYSTEM_NUMPY=no
+            [ -d "$R/usr/lib/python3/dist-packages/picamera2" ] && SYSTEM_NUMPY=yes
+        fi
+        if [ "$SYSTEM_NUMPY" = yes ]; then
+            sysnp=$(in_root python3 -c 'import numpy; print(numpy.__version__)' 2>/dev/null) ||
+                die "--system-numpy: the system has no numpy (apt-get install python3-numpy)"
             printf 'numpy==%s\nopencv-python-headless<4.12\n' "$sysnp" >"$R$APP/constraints.txt"
-            step "$APP/constraints.txt" "the system's numpy $sysnp, OpenCV 4.11 (it takes it)"
+            extra="[tflite]"
+            step "$APP/constraints.txt" "the system's numpy $sysnp, OpenCV 4.11, tflite-runtime"
         fi
         in_root "$APP/venv/bin/pip" install -q --disable-pip-version-check \
-            -c "$APP/constraints.txt" "$APP/src"
+            -c "$APP/constraints.txt" "$APP/src$extra"
         changed "$APP/venv" "patrol-agent $(in_root "$APP/venv/bin/patrol-agent" --version | cut -d' ' -f2)"
     else
         step "$APP/venv" unchanged
