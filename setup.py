@@ -29,6 +29,8 @@ setup(
         # NMEA 0183 parsing: receiver logs, routes and simulated drives' tracks.
         "pynmea2>=1.19,<2",
         "sqlite-utils>=4.2,<5",
+        # Edits agent.toml keeping its comments (patrol-agent calibrate --write).
+        "tomlkit>=0.12,<1",
         "uuid6>=2024.7.10",
     ],
     extras_require={

@@ -270,6 +270,78 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- calibrate ----------------------------------------------------------------
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Measure the camera's mounting from a board in front of the vehicle."""
+    import threading
+
+    import cv2
+
+    from agent.calibrate import (
+        MAX_RMS_PX,
+        CalibrationError,
+        describe,
+        draw_grid,
+        find_board,
+        fit,
+        write_config,
+    )
+    from agent.simulate.board import Board
+    from agent.sources import SourceError, open_source
+
+    cfg = load_config(args.config) if Path(args.config).exists() or args.write else Config()
+    try:
+        cols, rows = (int(v) for v in args.board.lower().split("x"))
+    except ValueError:
+        return _fail(f"--board {args.board!r}: expected COLSxROWS of inner corners, e.g. 9x6",
+                     2)
+    board = Board(cols, rows, args.square, args.lowest_corner)
+    cam = cfg.camera
+    try:
+        src = open_source(cam.kind, args.source or cam.source, width=cam.width,
+                          height=cam.height, fps=cam.fps, paced=False,
+                          stop=threading.Event())
+    except SourceError as e:
+        return _fail(str(e), 2)
+    views, last = [], None
+    try:
+        for _ in range(args.max_frames):
+            frame = src.read()
+            if frame is None:
+                break
+            corners = find_board(frame.image, board)
+            if corners is not None:
+                views.append(corners)
+                last = frame.image
+                if len(views) >= args.frames:
+                    break
+    finally:
+        src.close()
+    if last is None:
+        return _fail(f"no {cols}x{rows} board in {args.max_frames} frames from {src.name}: "
+                     "is it in the picture, upright, and lit without glare?")
+    h, w = last.shape[:2]
+    try:
+        m = fit(views, board, args.distance, args.mount_height, w, h, args.offset,
+                start=(cam.hfov_deg, cam.tilt_deg, cam.roll_deg, cam.heading_offset_deg))
+    except CalibrationError as e:
+        return _fail(str(e))
+    print(describe(m))
+    print("[camera]\n" + "\n".join(f"{k} = {v}" for k, v in m.config_values().items()))
+    if args.draw:
+        cv2.imwrite(args.draw, draw_grid(last, m))
+        print(f"the road grid this mounting implies is drawn on {args.draw}: its lines should "
+              "lie along the road's markings", file=sys.stderr)
+    if m.rms_px > MAX_RMS_PX:
+        return _fail(f"the board fits no camera well ({m.rms_px:.1f} px): was it upright, "
+                     f"centred, {args.distance} m away, and the board as given? Not written")
+    if args.write:
+        write_config(Path(args.config), m)
+        print(f"written to [camera] in {args.config}", file=sys.stderr)
+    return 0
+
+
 # --- doctor -------------------------------------------------------------------
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -446,6 +518,27 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.simulate.drive import add_parser as add_simulate_drive
 
     add_simulate_drive(sub)
+
+    ca = sub.add_parser("calibrate", help="measure the camera's mounting from a printed board "
+                        "standing on the road in front of the vehicle")
+    ca.add_argument("source", nargs="?", help="camera.source to use instead of the config's")
+    ca.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="TOML config file")
+    ca.add_argument("--distance", type=float, required=True, metavar="M",
+                    help="from the point on the road under the camera to the board")
+    ca.add_argument("--mount-height", type=float, required=True, metavar="M",
+                    help="the camera's height above the road (a tape)")
+    ca.add_argument("--board", default="9x6", help="inner corners across x up (default 9x6)")
+    ca.add_argument("--square", type=float, default=0.15, metavar="M",
+                    help="a square's side (default 0.15)")
+    ca.add_argument("--lowest-corner", type=float, default=0.6, metavar="M",
+                    help="height of the lowest inner corners above the road (default 0.6)")
+    ca.add_argument("--offset", type=float, default=0.0, metavar="M",
+                    help="the board's centre right of the vehicle's axis (default 0)")
+    ca.add_argument("--frames", type=int, default=10, help="frames with the board to use")
+    ca.add_argument("--max-frames", type=int, default=300, help="frames to look through")
+    ca.add_argument("--draw", metavar="FILE", help="write a frame with the road grid drawn")
+    ca.add_argument("--write", action="store_true", help="write the values to [camera]")
+    ca.set_defaults(func=cmd_calibrate)
 
     dr = sub.add_parser("doctor", help="check camera, gpsd and fix, model, broker, clock, "
                         "disk and the service, and say what is wrong")

@@ -88,6 +88,10 @@ class CameraConfig(Section):
     """Downward tilt of the optical axis."""
     heading_offset_deg: Annotated[float, Field(ge=-180, le=180)] = 0.0
     """Where the camera looks relative to the vehicle's heading (90 = right side)."""
+    roll_deg: Annotated[float, Field(ge=-45, le=45)] = 0.0
+    """Turned about its optical axis, counter-clockwise as seen from behind: the horizon
+    falls towards the right of the picture. ``patrol-agent calibrate`` measures it, with
+    hfov_deg, tilt_deg and heading_offset_deg."""
 
 
 class GpsConfig(Section):

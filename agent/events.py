@@ -118,6 +118,9 @@ def ground_point(bbox: tuple[float, float, float, float], aspect: float, cam: Ca
     the camera; None when that ray does not reach the ground (above the horizon)."""
     u = (bbox[0] + bbox[2]) / 2 - 0.5  # fraction of the width from the centre
     v = (bbox[3] - 0.5) * aspect  # same units (widths) below the centre
+    if cam.roll_deg:  # undo the camera's turn about its axis
+        roll = math.radians(cam.roll_deg)
+        u, v = u * math.cos(roll) + v * math.sin(roll), -u * math.sin(roll) + v * math.cos(roll)
     f = 0.5 / math.tan(math.radians(cam.hfov_deg) / 2)
     tilt = math.radians(cam.tilt_deg)
     # The ray in camera coordinates (x right, y down, z forward), into the vehicle frame.

@@ -309,3 +309,21 @@ def test_without_redaction_the_crop_is_cut_from_the_frame() -> None:
     assert crop.shape == frame[y0:y1, x0:x1].shape
     assert np.abs(crop - frame[y0:y1, x0:x1]).mean() < 6
     assert np.abs(crop - frame[y0:y1, x0 + 40:x1 + 40]).mean() > 20
+
+
+@pytest.mark.parametrize("mount", [dict(roll_deg=2.0), dict(roll_deg=-3.0, tilt_deg=7.0),
+                                   dict(roll_deg=1.5, heading_offset_deg=4.0, hfov_deg=60.0,
+                                        mount_height_m=1.9)])
+@pytest.mark.parametrize(("right", "ahead"), [(4.0, 12.0), (-3.0, 25.0), (6.0, 8.0)])
+def test_ground_point_inverts_a_rolled_cameras_projection(mount: dict, right: float,
+                                                          ahead: float) -> None:
+    """A camera mounted askew (turned about its axis, too): the point on the ground the
+    simulator's camera draws comes back from its pixel, given the same mounting."""
+    cfg = CameraConfig(**mount)
+    cam = Camera(640, 360, hfov_deg=cfg.hfov_deg, height_m=cfg.mount_height_m,
+                 tilt_deg=cfg.tilt_deg, yaw_deg=cfg.heading_offset_deg, roll_deg=cfg.roll_deg)
+    (px,), _ = cam.project(np.array([[right, ahead, 0.0]]))
+    box = (px[0] / 640 - 0.01, px[1] / 360 - 0.05, px[0] / 640 + 0.01, px[1] / 360)
+    gp = ground_point(box, 360 / 640, cfg)
+    assert gp is not None
+    assert gp[0] == pytest.approx(right, abs=0.02) and gp[1] == pytest.approx(ahead, rel=0.003)

@@ -30,6 +30,9 @@ class Camera:
     """Down tilt of the optical axis (the road fills the lower part of the frame)."""
     yaw_deg: float = 0.0
     """Heading offset from the vehicle's axis, clockwise (a camera looking a little right)."""
+    roll_deg: float = 0.0
+    """Turned about its optical axis, counter-clockwise as seen from behind it: the
+    horizon in its pictures falls towards the right."""
 
     @property
     def focal_px(self) -> float:
@@ -42,7 +45,8 @@ class Camera:
 
     def scaled(self, width: int, height: int) -> Camera:
         """The same camera with another image size (same field of view across the width)."""
-        return Camera(width, height, self.hfov_deg, self.height_m, self.tilt_deg, self.yaw_deg)
+        return Camera(width, height, self.hfov_deg, self.height_m, self.tilt_deg, self.yaw_deg,
+                      self.roll_deg)
 
     def to_camera(self, pts: np.ndarray) -> np.ndarray:
         """Vehicle-frame points (N, 3) -> camera-frame points (N, 3)."""
@@ -55,6 +59,10 @@ class Camera:
         ct, st = math.cos(tilt), math.sin(tilt)
         zc = fwd * ct - dz * st
         yc = -(fwd * st + dz * ct)
+        if self.roll_deg:
+            roll = math.radians(self.roll_deg)
+            cr, sr = math.cos(roll), math.sin(roll)
+            x, yc = x * cr - yc * sr, x * sr + yc * cr
         return np.stack([x, yc, zc], axis=1)
 
     def project_camera(self, cam: np.ndarray) -> np.ndarray:

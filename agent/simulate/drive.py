@@ -161,7 +161,8 @@ def _route_json(motion: Motion, frame: LocalFrame, start: datetime) -> dict[str,
 
 def simulate_drive(seed: int, out_dir: Path, route: Path | None = None, duration_s: float = 60,
                    fps: float = 10, start_utc: datetime | None = None,
-                   fix_loss: tuple[float, float] | None = None) -> DriveSummary:
+                   fix_loss: tuple[float, float] | None = None,
+                   camera: Camera | None = None) -> DriveSummary:
     """Drive through a generated world and record it (see the module docstring).
 
     Raises RouteError for a route file that cannot be used, ValueError for bad arguments,
@@ -190,7 +191,7 @@ def simulate_drive(seed: int, out_dir: Path, route: Path | None = None, duration
     world = build_world(_trim(path, float(motion.s[-1]) + 150.0), r_world,
                         objects_until_m=float(motion.s[-1]))
     look = _drive_look(r_look)
-    cam = Camera(WIDTH, HEIGHT)
+    cam = (camera or Camera()).scaled(WIDTH, HEIGHT)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     writer, codec = _open_writer(out_dir / "video.mp4", fps)
@@ -271,9 +272,14 @@ def _start_arg(text: str) -> datetime:
 
 
 def cmd_simulate_drive(args: argparse.Namespace) -> int:
+    d = Camera()
+    camera = Camera(hfov_deg=args.hfov or d.hfov_deg, height_m=args.mount_height or d.height_m,
+                    tilt_deg=d.tilt_deg if args.tilt is None else args.tilt,
+                    yaw_deg=args.yaw or 0.0, roll_deg=args.roll or 0.0)
     try:
         summary = simulate_drive(args.seed, Path(args.out), Path(args.route) if args.route
-                                 else None, args.duration, args.fps, args.start, args.fix_loss)
+                                 else None, args.duration, args.fps, args.start, args.fix_loss,
+                                 camera)
     except (RouteError, ValueError) as e:
         print(f"patrol-agent: {e}", file=sys.stderr)
         return 2
@@ -296,6 +302,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--start", type=_start_arg, help="UTC time of the first frame (ISO 8601)")
     p.add_argument("--fix-loss", type=_fix_loss_arg, metavar="START:END",
                    help="seconds from the start without a GPS fix (a tunnel)")
+    cam = p.add_argument_group("the camera's mounting (default: as camera.* defaults)")
+    cam.add_argument("--hfov", type=float, help="horizontal field of view, degrees")
+    cam.add_argument("--mount-height", type=float, help="height above the road, metres")
+    cam.add_argument("--tilt", type=float, help="down tilt, degrees")
+    cam.add_argument("--yaw", type=float, help="turned right of the vehicle's axis, degrees")
+    cam.add_argument("--roll", type=float, help="turned counter-clockwise about its axis "
+                     "(seen from behind), degrees")
     p.set_defaults(func=cmd_simulate_drive)
 
 
