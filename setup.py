@@ -20,7 +20,8 @@ setup(
         # gpsd's JSON stream; see agent/gps.py for why not gpsd-py3.
         "gpsdclient>=1.3,<2",
         # 1.24 is Raspberry Pi OS Bookworm's, which its picamera2 modules are built against
-        # (provisioning keeps a unit's venv on it; OpenCV 4.11 is the last that takes it).
+        # (provisioning keeps such a unit's venv on it; OpenCV 4.11 is the last that takes it;
+        # ai-edge-litert 2.3 runs the default model with it).
         "numpy>=1.24,<3",
         # 4.x: the 5.0 wheels no longer ship the Haar cascades the privacy step uses.
         "opencv-python-headless>=4.9,<5",
@@ -34,8 +35,8 @@ setup(
         "uuid6>=2024.7.10",
     ],
     extras_require={
-        # The TFLite runtime for numpy 1.x (Raspberry Pi OS's numpy, which a unit with the
-        # Pi camera keeps: see provisioning/provision.sh --system-numpy).
+        # The fallback TFLite runtime (detector.runtime): for images where ai-edge-litert
+        # cannot run, such as arm64 under qemu-user (provisioning/prove-on-arm64.sh).
         "tflite": ["tflite-runtime==2.14.0"],
         # Training the default model (models/train/); never installed on a Pi.
         "train": [

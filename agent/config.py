@@ -108,6 +108,10 @@ class DetectorConfig(Section):
     """One label per line; default: ``<model>.labels.txt`` beside it, else the model's metadata."""
     layout: Literal["auto", "ssd_postprocess", "yolov5", "yolov8", "patrol_grid"] = "auto"
     threads: Annotated[int, Field(ge=1, le=16)] = 4
+    runtime: Literal["auto", "ai-edge-litert", "tflite-runtime"] = "auto"
+    """The TFLite runtime: ai-edge-litert (auto: unless only tflite-runtime is installed).
+    tflite-runtime is for images where ai-edge-litert cannot run; its int8 kernels are far
+    slower (the [tflite] extra installs it)."""
     score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
     class_thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
     """Per-class score thresholds, e.g. ``{banner = 0.6}``; others use score_threshold."""

@@ -78,7 +78,7 @@ def build_detector(cfg: Config, model: Path | None = None, every_class: bool = F
     """The detector the config asks for (``model``: another .tflite instead)."""
     d = cfg.detector
     return Detector(model or d.model_path(), d.labels, threads=threads or d.threads,
-                    layout=d.layout,
+                    runtime=d.runtime, layout=d.layout,
                     score_threshold=d.score_threshold, class_thresholds=d.class_thresholds,
                     allow=None if every_class else d.allow, iou_threshold=d.iou_threshold,
                     max_detections=d.max_detections)

@@ -8,7 +8,9 @@
 #    /var/tmp/patrol-arm64, and reused by the next run unless --fresh);
 # 3. runs provisioning/provision.sh into it: Debian's arm64 packages, the agent in a
 #    virtual environment from the aarch64 wheels, the config, the unit; with the
-#    system's numpy kept in it (--system-numpy yes), as on a unit with the Pi camera;
+#    system's numpy kept in it (--system-numpy yes), as on a unit with the Pi camera, and
+#    tflite-runtime beside ai-edge-litert (whose aarch64 build crashes under qemu-user as
+#    it loads; on Pi hardware it is the default), the replay asking for tflite-runtime;
 # 4. replays the bundled sample drive inside it (every program an arm64 one, emulated)
 #    to a Mosquitto on this machine, until its first finding is delivered, then to the
 #    drive's end; and scores the findings.
@@ -83,7 +85,7 @@ fi
 # What pip and apt inside need from this machine: its CA bundle and name service.
 cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
-for m in proc sys dev; do
+for m in proc sys dev dev/pts; do
     mount --bind "/$m" "$ROOT/$m"
     mounted+=("$ROOT/$m")
 done
@@ -94,7 +96,7 @@ PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 begin "provisioning/provision.sh into the arm64 root"
 env -u PIP_FIND_LINKS -u PIP_CONSTRAINT "$HERE/provision.sh" --root "$ROOT" \
     --vehicle arm64-proof --device-id arm64-proof --broker "127.0.0.1:$PORT" --no-tls \
-    --system-numpy yes \
+    --system-numpy yes --extras tflite \
     | tee "$WORK/provision.log"
 done_step "provision.sh: packages, venv from aarch64 wheels, config, unit"
 echo "agent inside: $(chroot "$ROOT" /opt/patrol-agent/venv/bin/patrol-agent --version), \
@@ -114,9 +116,10 @@ pids+=("$sub")
 rm -rf "$ROOT/var/tmp/drive" "$ROOT/var/tmp/replay.db"*
 cp -r "$SRC/samples/drive" "$ROOT/var/tmp/drive"
 t_replay=$(date +%s)
+printf '[detector]\nruntime = "tflite-runtime"\n' >"$ROOT/var/tmp/replay.toml"
 chroot "$ROOT" /opt/patrol-agent/venv/bin/patrol-agent replay --video /var/tmp/drive/video.mp4 \
     --nmea /var/tmp/drive/track.nmea --db /var/tmp/replay.db --broker "127.0.0.1:$PORT" \
-    --quiet >"$WORK/replay.out" 2>"$WORK/replay.err" &
+    --config /var/tmp/replay.toml --quiet >"$WORK/replay.out" 2>"$WORK/replay.err" &
 replay=$!
 pids+=("$replay")
 while kill -0 "$sub" 2>/dev/null; do  # until the first finding arrives, or the replay ends

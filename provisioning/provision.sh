@@ -30,9 +30,10 @@
 #                         picamera2 where python3-picamera2 is installed, else 0)
 #   --gps-device DEV      the receiver's serial device (default: gpsd finds USB receivers)
 #   --gps-baud N          its baud rate (default: gpsd finds it)
-#   --system-numpy auto|yes|no  keep the system's numpy in the agent's venv (with OpenCV 4.11
-#                         and tflite-runtime, which take it), as picamera2's compiled modules
-#                         need; auto (the default): when python3-picamera2 is installed
+#   --system-numpy auto|yes|no  keep the system's numpy in the agent's venv (with OpenCV 4.11,
+#                         which takes it), as picamera2's compiled modules need; auto (the
+#                         default): when python3-picamera2 is installed
+#   --extras LIST         the agent's optional extras to install too (e.g. tflite)
 #   --no-packages         do not install Debian packages (offline; done already)
 #   --power-safe          also make the root file system safer against power cuts
 set -euo pipefail
@@ -41,7 +42,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/.." && pwd)
 ROOT=/
 VEHICLE="" BROKER="" DEVICE_ID="" FLEET="" USERNAME="" PASSWORD_FILE="" CA="" CERT=""
-CAMERA="" GPS_DEVICE="" GPS_BAUD="" TLS=1 PACKAGES=1 POWER_SAFE=0 SYSTEM_NUMPY=auto
+CAMERA="" GPS_DEVICE="" GPS_BAUD="" TLS=1 PACKAGES=1 POWER_SAFE=0 SYSTEM_NUMPY=auto EXTRAS=""
 
 die() { echo "provision.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -61,6 +62,7 @@ while [ $# -gt 0 ]; do
         --gps-baud) GPS_BAUD=${2:?}; shift 2 ;;
         --no-packages) PACKAGES=0; shift ;;
         --system-numpy) SYSTEM_NUMPY=${2:?}; shift 2 ;;
+        --extras) EXTRAS=${2:?}; shift 2 ;;
         --power-safe) POWER_SAFE=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
@@ -315,10 +317,9 @@ else
     if [ "$src_new" = 1 ] || [ ! -x "$R$APP/venv/bin/patrol-agent" ]; then
         # The venv sees the system's packages. picamera2's compiled modules are built
         # against the system's numpy (1.24 on Bookworm): where they are, the venv keeps that
-        # numpy, with OpenCV 4.11 and tflite-runtime, which take it (ai-edge-litert needs
-        # numpy 2 and is then never imported; see agent/detector.py).
+        # numpy, with OpenCV 4.11, which takes it (ai-edge-litert does too).
         : >"$R$APP/constraints.txt"
-        extra=""
+        extra=${EXTRAS:+[$EXTRAS]}
         if [ "$SYSTEM_NUMPY" = auto ]; then
             SYSTEM_NUMPY=no
             [ -d "$R/usr/lib/python3/dist-packages/picamera2" ] && SYSTEM_NUMPY=yes
@@ -327,8 +328,7 @@ else
             sysnp=$(in_root python3 -c 'import numpy; print(numpy.__version__)' 2>/dev/null) ||
                 die "--system-numpy: the system has no numpy (apt-get install python3-numpy)"
             printf 'numpy==%s\nopencv-python-headless<4.12\n' "$sysnp" >"$R$APP/constraints.txt"
-            extra="[tflite]"
-            step "$APP/constraints.txt" "the system's numpy $sysnp, OpenCV 4.11, tflite-runtime"
+            step "$APP/constraints.txt" "the system's numpy $sysnp, and OpenCV 4.11, which takes it"
         fi
         in_root "$APP/venv/bin/pip" install -q --disable-pip-version-check \
             -c "$APP/constraints.txt" "$APP/src$extra"

@@ -223,3 +223,17 @@ def test_broken_frame_is_refused_not_crashed_on() -> None:
     with pytest.raises(ValueError, match="not a BGR frame"):
         det.detect(np.zeros((0, 0, 3), np.uint8))
     assert isinstance(det.detect(np.zeros((360, 640, 3), np.uint8)), list)
+
+
+def test_the_runtime_asked_for_must_be_there(tmp_path: Path) -> None:
+    """detector.runtime names the TFLite runtime; one that is not installed is one clear
+    error (this machine has ai-edge-litert, not tflite-runtime)."""
+    import importlib.util
+
+    from agent.detector import DetectorError
+
+    det = Detector(DEFAULT_MODEL, runtime="ai-edge-litert")
+    assert det.layout == "patrol_grid"
+    if importlib.util.find_spec("tflite_runtime") is None:
+        with pytest.raises(DetectorError, match="no TFLite runtime: install tflite-runtime"):
+            Detector(DEFAULT_MODEL, runtime="tflite-runtime")
