@@ -45,6 +45,8 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",
+            # Random and hostile payloads for the control topics.
+            "hypothesis>=6.100",
             "cryptography>=42",
             # Real photos (faces included) ship inside its wheel; used by the privacy tests.
             "scikit-image>=0.22",

@@ -67,6 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "the agent runs until it is stopped")
     pipe.install_signal_handlers()
     report = pipe.run(until_drained=args.until_drained)
+    if report.ending is Ending.RESTART:
+        return 0  # the service manager (Restart=always) starts it again
     if report.ending is Ending.FAILED:
         return _fail("stopped because " + "; ".join(report.failed))
     if report.lost:

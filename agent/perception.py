@@ -49,6 +49,8 @@ class Perception:
         self.tracker = Tracker(max_missed_s=1.0)
         self.shots = BestShots.for_config(cfg.events)
         self.stats = PerceptionStats()
+        self.last_frame: Frame | None = None
+        """The newest frame analysed (the ``snapshot`` command's picture)."""
 
     def process(self, frame: Frame) -> None:
         """One frame through detector and tracker."""
@@ -58,6 +60,7 @@ class Perception:
             self.stats.broken_frames += 1
             log.warning("skipping frame %d: %s", frame.index, e)
             return
+        self.last_frame = frame
         self.stats.frames += 1
         self.stats.detections += len(dets)
         self.stats.inference_ms = self.detector.timings.invoke_ms

@@ -33,6 +33,7 @@ retained ``offline`` status and disconnects. Each step is bounded; in all, at mo
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import signal
 import threading
@@ -42,9 +43,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
+
+import cv2
 
 from agent import __version__
 from agent.config import Config
+from agent.control import Control, Handler, Request, RequestError
 from agent.detector import Detector
 from agent.events import EventBuilder, RecentFindings
 from agent.findings import FIX_WAIT_S, FindingStage
@@ -52,10 +57,11 @@ from agent.gps import ClockCheck, FixHistory, GpsdReader, recording_time
 from agent.health import Health, Notifier
 from agent.perception import Perception
 from agent.privacy import Redactor
-from agent.records import Event, EventIds, Fix
+from agent.records import Event, EventIds, Fix, iso_utc, new_event_id
 from agent.sources import FrameSource, OpenCVSource, open_source
 from agent.stages import Faults, FrameSlot, Heartbeat, Stage, StageState
 from agent.store import Store, StoreError
+from agent.topics import Topics
 from agent.uplink import OFFLINE_GRACE_S, Uplink
 from agent.writer import BUSY_TIMEOUT_S, StoreWriter
 
@@ -120,6 +126,9 @@ class Ending(enum.Enum):
 
     STOPPED = "stopped"
     """Asked to (a signal)."""
+    RESTART = "restart"
+    """The office asked for a restart (the ``restart`` command): a clean stop that the
+    service manager (Restart=always) turns into a start."""
     DONE = "done"
     """The work ran out: the recording ended and, with until_drained, the outbox emptied."""
     FAILED = "failed"
@@ -163,10 +172,16 @@ class Pipeline:
         self.clock = ClockCheck()
         self.stop_requested = threading.Event()
         self.uplink: Uplink | None = None
+        self.control: Control | None = None
+        self._restart_asked = threading.Event()
         if cfg.mqtt is not None:
+            topics = Topics(cfg.mqtt.root, cfg.device.id)
+            self.control = Control(topics, self._send, self._command_handlers())
             # Retention counts hours on the system clock: only once it can be trusted.
             self.uplink = Uplink(cfg, self.store_path, status={"model": cfg.detector.model.stem},
-                                 clock_trusted=lambda: self.clock.time_source() != "unverified")
+                                 clock_trusted=lambda: self.clock.time_source() != "unverified",
+                                 on_control=self.control.put,
+                                 subscriptions=self.control.subscriptions)
         self.writer = StoreWriter(self.store_path, cfg.store.max_held,
                                   on_commit=self.uplink.notify if self.uplink else None,
                                   quota_mb=cfg.store.quota_mb,
@@ -211,6 +226,7 @@ class Pipeline:
         self.health = Health(self.notifier, self._hearts, self._status, cfg.health.stall_s,
                              watchdog=cfg.health.watchdog)
         self._frames_seen = (0, time.monotonic())
+        self._redactor: Redactor | None = None  # the snapshot command's (control's thread)
 
     # --- life cycle ---------------------------------------------------------
 
@@ -239,6 +255,8 @@ class Pipeline:
         self._stage("store", self.writer.run, self.writer.heartbeat)
         if self.uplink is not None:
             self._stage("uplink", self.uplink.run, self.uplink.heartbeat)
+        if self.control is not None:
+            self._stage("control", self.control.run, self.control.heartbeat)
         if self.gps is not None:
             self._stage("gps", self.gps.run, self.gps.heartbeat)
         if self.findings is not None:
@@ -271,6 +289,9 @@ class Pipeline:
             self._join("findings", FIX_WAIT_S + 3)
         self.writer.close(WRITER_STOP_S)
         self._join("store", WRITER_STOP_S + BUSY_TIMEOUT_S + 2)
+        if self.control is not None:
+            self.control.close()
+            self._join("control", 3)
         if self.uplink is not None:
             self.uplink.stop()
             self._join("uplink", self.uplink.mq.stop_delivery_s + OFFLINE_GRACE_S + 3)
@@ -306,6 +327,10 @@ class Pipeline:
     def _supervise(self, until_drained: bool, drain_timeout_s: float | None) -> Ending:
         drain_by: float | None = None
         while not self.stop_requested.wait(0.2):
+            if self._restart_asked.is_set():
+                log.info("restarting, as the office asked: the service manager starts the "
+                         "agent again")
+                return Ending.RESTART
             if any(s.state is StageState.FAILED for s in self.stages):
                 names = ", ".join(s.name for s in self.stages if s.state is StageState.FAILED)
                 log.error("stage %s failed; stopping the agent so that it starts afresh", names)
@@ -347,6 +372,58 @@ class Pipeline:
         stage = Stage(name, loop, heartbeat)
         self.stages.append(stage)
         stage.start()
+
+    # --- commands (the control stage's thread) --------------------------------
+
+    def _send(self, topic: str, payload: bytes, retain: bool = False,
+              correlation_data: bytes | None = None) -> None:
+        if self.uplink is not None:
+            self.uplink.send(topic, payload, retain, correlation_data)
+
+    def _command_handlers(self) -> dict[str, Handler]:
+        return {"ping": self._cmd_ping, "flush": self._cmd_flush,
+                "purge-delivered": self._cmd_purge_delivered, "snapshot": self._cmd_snapshot,
+                "restart": self._cmd_restart}
+
+    def _cmd_ping(self, req: Request) -> dict[str, Any]:
+        return {"device": self.cfg.device.id, "agent_version": __version__,
+                "uptime_s": round(time.monotonic() - self._started_mono, 3),
+                "config_version": self.cfg.version}
+
+    def _cmd_flush(self, req: Request) -> dict[str, Any]:
+        if self.uplink is not None:
+            self.uplink.notify()
+        with Store(self.store_path) as store:
+            return {"pending": store.counts()["pending"]}
+
+    def _cmd_purge_delivered(self, req: Request) -> dict[str, Any]:
+        with Store(self.store_path) as store:
+            return {"deleted": store.purge_delivered(), **store.counts()}
+
+    def _cmd_snapshot(self, req: Request) -> dict[str, Any]:
+        frame = self.perception.last_frame if self.perception is not None else None
+        if frame is None:
+            raise RequestError("no frame yet: the camera is off, or has not given one")
+        if self._redactor is None:
+            self._redactor = Redactor()
+        image, report = self._redactor.redact(frame.image)  # never an unredacted picture
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY,
+                                               self.cfg.events.jpeg_quality])
+        if not ok:
+            raise RequestError("the picture could not be encoded")
+        jpeg = buf.tobytes()
+        snapshot_id = new_event_id()
+        assert self.uplink is not None
+        self._send(self.uplink.topics.snapshot(snapshot_id), jpeg)
+        assert self.findings is not None
+        when = self.findings.frame_time(frame.captured_utc, frame.captured_mono)
+        return {"topic": self.uplink.topics.snapshot(snapshot_id), "bytes": len(jpeg),
+                "sha256": hashlib.sha256(jpeg).hexdigest(), "captured_at": iso_utc(when),
+                "redaction": report.as_dict()}
+
+    def _cmd_restart(self, req: Request) -> dict[str, Any]:
+        self._restart_asked.set()
+        return {"restarting": True}
 
     # --- health (the health stage's thread) ----------------------------------
 

@@ -117,6 +117,17 @@ class Position:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlMessage:
+    """A message the unit received on one of its control topics (agent/control.py)."""
+
+    topic: str
+    payload: bytes = field(repr=False)
+    retained: bool = False
+    correlation_data: bytes | None = None
+    """MQTT 5: echoed on the answer, so that the asker can match it."""
+
+
+@dataclass(frozen=True, slots=True)
 class PastFinding:
     """What the dedup memory needs of a finding already made (see events.RecentFindings)."""
 

@@ -300,6 +300,14 @@ class Store:
         steps this pragma once, and each step frees a single page."""
         self.db.conn.executescript("PRAGMA incremental_vacuum;")
 
+    def purge_delivered(self) -> int:
+        """Delete every delivered event and its pictures now (the office has them)."""
+        with self._write():
+            n = self.db.execute("DELETE FROM events WHERE state = 'delivered'").rowcount
+        if n:
+            self._shrink()
+        return n
+
     def prune(self, retention: timedelta, now: datetime | None = None) -> int:
         """Delete delivered events (and images) older than ``retention``; pending are kept."""
         cutoff = iso_utc((now or datetime.now(UTC)) - retention)

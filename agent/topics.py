@@ -46,6 +46,15 @@ class Topics:
     def config_reported(self) -> str:
         return f"{self.base}/config/reported"
 
+    @property
+    def commands(self) -> str:
+        """The subscription for every command (not their results, a level deeper)."""
+        return f"{self.base}/cmd/+"
+
+    def snapshot(self, snapshot_id: str) -> str:
+        """A redacted picture the office asked for (the ``snapshot`` command)."""
+        return f"{self.base}/snapshots/{snapshot_id}"
+
     def cmd(self, name: str) -> str:
         return f"{self.base}/cmd/{name}"
 

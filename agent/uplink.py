@@ -21,6 +21,10 @@ Delivery rules (the contract in docs/mqtt.md):
   reports what it sees now while the backlog drains.
 * Reconnects use capped exponential backoff with jitter, so a fleet that loses
   its broker does not come back in lockstep.
+* Control (agent/control.py): on every connection it subscribes to the unit's control
+  topics and hands what arrives to ``on_control`` (which must not block); what the
+  control stage answers it publishes with :meth:`Uplink.send`, and a retained answer
+  again on every reconnect. These are answers, not findings: they are not in the outbox.
 * It ends one of two ways. :meth:`Uplink.finish` (nothing more will be committed:
   a replay, ``run --until-drained``) delivers what is pending and returns.
   :meth:`Uplink.stop` (SIGTERM) goes on delivering for ``mqtt.stop_delivery_s``
@@ -36,7 +40,8 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,7 +56,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent import __version__
 from agent.backoff import Backoff
 from agent.config import Config, MqttConfig, TlsConfig
-from agent.records import EVENT_SCHEMA_VERSION, iso_utc
+from agent.records import EVENT_SCHEMA_VERSION, ControlMessage, iso_utc
 from agent.stages import Heartbeat
 from agent.store import Store, StoredEvent
 from agent.topics import Topics
@@ -149,9 +154,12 @@ class Uplink:
 
     def __init__(self, cfg: Config, store_path: str | Path | None = None,
                  status: dict[str, Any] | None = None,
-                 clock_trusted: Callable[[], bool] = lambda: True) -> None:
+                 clock_trusted: Callable[[], bool] = lambda: True,
+                 on_control: Callable[[ControlMessage], None] | None = None,
+                 subscriptions: Sequence[str] = ()) -> None:
         """``clock_trusted``: whether the system clock can be trusted now; retention is
-        counted on it, so delivered findings are pruned only then."""
+        counted on it, so delivered findings are pruned only then. ``on_control`` gets
+        each message on ``subscriptions`` (on the uplink's thread; it must not block)."""
         if cfg.mqtt is None:
             raise UplinkError("no [mqtt] section in the config: nowhere to deliver to")
         self.cfg = cfg
@@ -162,6 +170,13 @@ class Uplink:
         self.heartbeat = Heartbeat()
         self.clock_trusted = clock_trusted
         self._said_untrusted = False
+        self.on_control = on_control
+        self.subscriptions = list(subscriptions)
+        # Answers for the control stage: published when connected, the retained ones again
+        # on every reconnect (the broker may have lost them, or they came while offline).
+        self._outgoing: deque[tuple[str, bytes, bool, bytes | None]] = deque(maxlen=200)
+        self._sticky: dict[str, bytes] = {}
+        self._out_lock = threading.Lock()
         self._status_extra = dict(status or {})
         self._wake = threading.Event()
         self._tls = build_tls_context(self.mq.tls) if self.mq.tls else None
@@ -182,6 +197,16 @@ class Uplink:
 
     def notify(self) -> None:
         """Tell the uplink that new events were committed (from any thread)."""
+        self._wake.set()
+
+    def send(self, topic: str, payload: bytes, retain: bool = False,
+             correlation_data: bytes | None = None) -> None:
+        """Publish an answer (QoS 1) as soon as connected (from any thread). Not durable:
+        a retained one is published again on every reconnect; the 200 newest wait."""
+        with self._out_lock:
+            self._outgoing.append((topic, payload, retain, correlation_data))
+            if retain:
+                self._sticky[topic] = payload
         self._wake.set()
 
     def finish(self) -> None:
@@ -239,6 +264,7 @@ class Uplink:
                     continue
                 backoff.reset()
 
+                self._send_answers()
                 if self._wake.is_set() or now >= next_poll:
                     self._wake.clear()
                     next_poll = now + POLL_INTERVAL_S
@@ -300,6 +326,7 @@ class Uplink:
         client.will_set(self.topics.status, self._status_payload("offline"), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def _where(self) -> str:
@@ -366,7 +393,36 @@ class Uplink:
         self.stats.reconnects += 1
         del dropped
         client.publish(self.topics.status, self._status_payload("online"), qos=1, retain=True)
+        for topic in self.subscriptions:
+            client.subscribe(topic, qos=1)
+        with self._out_lock:  # the retained answers, again: the broker may have lost them
+            queued = {t for t, _, retain, _ in self._outgoing if retain}
+            self._outgoing.extend((t, p, True, None) for t, p in self._sticky.items()
+                                  if t not in queued)
         self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.on_control is None:
+            return
+        corr = getattr(msg.properties, "CorrelationData", None) if msg.properties else None
+        self.on_control(ControlMessage(msg.topic, bytes(msg.payload), bool(msg.retain),
+                                       bytes(corr) if corr is not None else None))
+
+    def _send_answers(self) -> None:
+        while True:
+            with self._out_lock:
+                if not self._outgoing:
+                    return
+                topic, payload, retain, corr = self._outgoing.popleft()
+            props = None
+            if corr is not None and self.mq.protocol == "5":
+                props = Properties(PacketTypes.PUBLISH)
+                props.CorrelationData = corr
+            info = self._client.publish(topic, payload, qos=1, retain=retain, properties=props)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                with self._out_lock:  # not now: first in line next time
+                    self._outgoing.appendleft((topic, payload, retain, corr))
+                return
 
     def _on_lost(self, rc: MQTTErrorCode) -> None:
         was = self._connected
@@ -493,6 +549,7 @@ class Uplink:
             log.warning("stopping with %d events not yet delivered; they stay in the outbox "
                         "for the next start", pending)
         try:
+            self._send_answers()  # e.g. the answer to the restart command that stops us
             info = self._client.publish(self.topics.status, self._status_payload("offline"),
                                         qos=1, retain=True)
             deadline = time.monotonic() + OFFLINE_GRACE_S
