@@ -344,6 +344,83 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- status -------------------------------------------------------------------
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The running agent's last telemetry report, for a technician at the unit."""
+    from datetime import UTC, datetime
+
+    from agent.records import parse_iso_utc
+
+    cfg = load_config(args.config) if Path(args.config).exists() else Config()
+    path = cfg.store.path.parent / "telemetry.json"
+    try:
+        r = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return _fail(f"no report at {path}: the agent has not run here yet, or not for "
+                     f"{min(5, cfg.health.telemetry_interval_s):.0f} s "
+                     "(systemctl status patrol-agent)")
+    if args.json:
+        print(json.dumps(r, indent=2))
+    age = (datetime.now(UTC) - parse_iso_utc(r["at"])).total_seconds()
+    print(f"unit {r['device']} (agent {r['agent_version']}, config {r['config_version']}), "
+          f"report from {age:.0f} s ago, up {r['uptime_s']:.0f} s")
+    lines = _status_lines(r)
+    if not args.json:
+        for part, text in lines:
+            print(f"{part:<9} {text}")
+    if age > 3 * cfg.health.telemetry_interval_s + 10:
+        return _fail(f"that report is {age:.0f} s old: is the agent running? "
+                     "(systemctl status patrol-agent)")
+    return 0
+
+
+def _status_lines(r: dict) -> list[tuple[str, str]]:
+    out = []
+    if cam := r.get("camera"):
+        det = r.get("detector", {})
+        out.append(("camera", f"{cam['source']}: {det.get('frames_per_s', 0):.1f} frames/s "
+                    f"analysed; {cam['frames_captured']} captured, {cam['frames_dropped']} "
+                    f"dropped, {cam['frames_broken']} broken"
+                    + ("" if cam.get("running") else "; not running")))
+        if "invoke_ms_p50" in det:
+            out.append(("detector", f"invoke {det['invoke_ms_p50']} ms (median), "
+                        f"{det['invoke_ms_p95']} ms (95th percentile)"))
+    if f := r.get("findings"):
+        out.append(("findings", f"{f['made']} made, {f['repeats']} repeats of earlier ones"))
+    o = r["outbox"]
+    oldest = (f", oldest {o['oldest_pending_age_s']:.0f} s" if "oldest_pending_age_s" in o
+              else "")
+    out.append(("outbox", f"{o['pending']} to deliver ({o['pending_mb']} MB{oldest}), "
+                f"{o['delivered']} delivered; {o['held']} held, {o['lost']} lost, "
+                f"{o['evicted']} evicted"))
+    if g := r.get("gps"):
+        fix = f"{g['mode']}D fix" if g.get("fix") else ("no fix" if g["connected"]
+                                                         else "gpsd unreachable")
+        sats = (f", {g['satellites_used']} of {g.get('satellites_seen', '?')} satellites"
+                if "satellites_used" in g else "")
+        clock = (f", clock off GPS by {g['clock_offset_s']:+.2f} s"
+                 if "clock_offset_s" in g else "")
+        out.append(("gps", f"{fix}{sats}{clock} (time from {g['time_source']})"))
+    if b := r.get("broker"):
+        out.append(("broker", ("connected" if b["connected"] else
+                               f"not connected ({b.get('last_error', 'connecting')})")
+                    + (f", PUBACK in {b['puback_ms']} ms" if "puback_ms" in b else "")
+                    + f", {b['reconnects']} connections"))
+    m = r.get("machine", {})
+    bits = [f"disk {m['disk_free_mb']:.0f} MB free" if "disk_free_mb" in m else None,
+            f"RSS {m['rss_mb']:.0f} MB" if "rss_mb" in m else None,
+            f"load {m['load_1m']}" if "load_1m" in m else None,
+            f"CPU {m['cpu_temperature_c']} C" if "cpu_temperature_c" in m else None]
+    if "throttling" in m:
+        now = [k for k, v in m["throttling"].items() if v and not k.endswith("since_boot")]
+        bits.append("throttled: " + ", ".join(now) if now else "not throttled")
+    out.append(("machine", ", ".join(b for b in bits if b)))
+    if r.get("stalled"):
+        out.append(("STALLED", ", ".join(r["stalled"])))
+    return out
+
+
 # --- doctor -------------------------------------------------------------------
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -541,6 +618,12 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--draw", metavar="FILE", help="write a frame with the road grid drawn")
     ca.add_argument("--write", action="store_true", help="write the values to [camera]")
     ca.set_defaults(func=cmd_calibrate)
+
+    st = sub.add_parser("status", help="the running agent's last report: frames, detector, "
+                        "outbox, GPS, broker, machine")
+    st.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="TOML config file")
+    st.add_argument("--json", action="store_true", help="the report as it is published")
+    st.set_defaults(func=cmd_status)
 
     dr = sub.add_parser("doctor", help="check camera, gpsd and fix, model, broker, clock, "
                         "disk and the service, and say what is wrong")

@@ -385,6 +385,9 @@ class GpsStats:
     fix_losses: int = 0
     backwards: int = 0
     """Fixes older than the newest one (time ran backwards): not used."""
+    satellites_used: int | None = None
+    satellites_seen: int | None = None
+    """From gpsd's SKY reports; None when the receiver does not say (absent, not zero)."""
     last_error: str = ""
     clock_offset_s: float | None = field(default=None)
     """GPS minus system time, seconds."""
@@ -470,7 +473,7 @@ class GpsdReader:
             self._client = _gpsd_client(self.host, self.port, self.timeout_s)
             try:
                 for report in self._client.dict_stream(convert_datetime=False,
-                                                       filter=["TPV", "TOFF"]):
+                                                       filter=["TPV", "TOFF", "SKY"]):
                     self.heartbeat.beat()
                     if not self.stats.connected:
                         self.stats.connected = True
@@ -480,6 +483,8 @@ class GpsdReader:
                         if report.get("class") == "TOFF":
                             if (times := _toff_times(report)) is not None:
                                 self.clock.observe_toff(*times)
+                        elif report.get("class") == "SKY":
+                            self._on_sky(report)
                         else:
                             self._on_tpv(report)
                     if self.stop.is_set():
@@ -508,6 +513,17 @@ class GpsdReader:
                         break
             finally:
                 self._client.close()
+
+    def _on_sky(self, sky: dict[str, Any]) -> None:
+        used, seen = sky.get("uSat"), sky.get("nSat")
+        sats = sky.get("satellites")
+        if not isinstance(used, int) and isinstance(sats, list):
+            used = sum(1 for s in sats if isinstance(s, dict) and s.get("used") is True)
+            seen = len(sats)
+        if isinstance(used, int) and used >= 0:
+            self.stats.satellites_used = used
+        if isinstance(seen, int) and seen >= 0:
+            self.stats.satellites_seen = seen
 
     def _on_tpv(self, tpv: dict[str, Any]) -> None:
         self.stats.reports += 1

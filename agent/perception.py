@@ -11,6 +11,7 @@ detection does not miss the frames of the next object meanwhile.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,6 +52,8 @@ class Perception:
         self.stats = PerceptionStats()
         self.last_frame: Frame | None = None
         """The newest frame analysed (the ``snapshot`` command's picture)."""
+        self.invoke_ms: deque[float] = deque(maxlen=600)
+        """The last inference times, for telemetry's median and 95th percentile."""
 
     def process(self, frame: Frame) -> None:
         """One frame through detector and tracker."""
@@ -64,6 +67,7 @@ class Perception:
         self.stats.frames += 1
         self.stats.detections += len(dets)
         self.stats.inference_ms = self.detector.timings.invoke_ms
+        self.invoke_ms.append(self.stats.inference_ms)
         if self.history.position_at(self.frame_time(frame.captured_utc,
                                                     frame.captured_mono)) is None:
             self.stats.frames_without_fix += 1

@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -54,7 +54,7 @@ from agent.detector import Detector
 from agent.events import EventBuilder, RecentFindings
 from agent.findings import FIX_WAIT_S, FindingStage
 from agent.gps import ClockCheck, FixHistory, GpsdReader, recording_time
-from agent.health import Health, Notifier
+from agent.health import Health, Notifier, machine
 from agent.perception import Perception
 from agent.privacy import Redactor
 from agent.records import Event, EventIds, Fix, iso_utc, new_event_id
@@ -224,7 +224,11 @@ class Pipeline:
         self.notifier = Notifier()
         self._perception_beat = Heartbeat()
         self.health = Health(self.notifier, self._hearts, self._status, cfg.health.stall_s,
-                             watchdog=cfg.health.watchdog)
+                             watchdog=cfg.health.watchdog, telemetry=self._telemetry,
+                             publish=self._publish_telemetry,
+                             telemetry_every_s=cfg.health.telemetry_interval_s,
+                             state_file=self.store_path.parent / "telemetry.json")
+        self._last_report = (time.monotonic(), 0, 0)  # (when, frames analysed, delivered)
         self._frames_seen = (0, time.monotonic())
         self._redactor: Redactor | None = None  # the snapshot command's (control's thread)
 
@@ -430,6 +434,68 @@ class Pipeline:
     def _hearts(self) -> dict[str, Heartbeat]:
         """The running stages' heartbeats (a finished recording's camera is not stuck)."""
         return {s.name: s.heartbeat for s in self.stages if s.running and s.name != "health"}
+
+    def _publish_telemetry(self, data: bytes) -> None:
+        if self.uplink is not None:
+            self.uplink.send_now(self.uplink.topics.telemetry, data)
+
+    def _telemetry(self) -> dict[str, Any]:
+        """The telemetry report (docs/mqtt.md): every stage's figures since the last one."""
+        now = time.monotonic()
+        since, frames_before, delivered_before = self._last_report
+        dt = max(1e-3, now - since)
+        report: dict[str, Any] = {
+            "device": self.cfg.device.id, "at": iso_utc(datetime.now(UTC)),
+            "agent_version": __version__, "config_version": self.cfg.version,
+            "uptime_s": round(now - self._started_mono, 1), "interval_s": round(dt, 1)}
+        analysed = 0
+        if self.perception is not None and self.source is not None:
+            p, src = self.perception, self.source
+            analysed = p.stats.frames
+            times = sorted(p.invoke_ms)
+            report["camera"] = {
+                "source": src.name, "running": self._running("camera"),
+                "frames_captured": src.stats.frames,
+                "frames_dropped": self.slot.dropped + src.stats.skipped,
+                "frames_broken": src.stats.broken + p.stats.broken_frames,
+                "frames_analysed": analysed, "reopens": src.stats.reopens}
+            report["detector"] = {
+                "frames_per_s": round((analysed - frames_before) / dt, 2),
+                "invoke_ms_p50": round(times[len(times) // 2], 2) if times else None,
+                "invoke_ms_p95": round(times[int(len(times) * 0.95)], 2) if times else None}
+        if self.findings is not None:
+            ev = self.findings.stats
+            report["findings"] = {"made": ev.findings, "repeats": ev.repeats,
+                                  "not_findings": ev.dropped}
+        with Store(self.store_path) as store:
+            pending, size, oldest = store.backlog()
+            counts = store.counts()
+        report["outbox"] = {
+            "pending": pending, "pending_mb": round(size / 1024 / 1024, 2),
+            "oldest_pending_age_s": round((datetime.now(UTC) - oldest).total_seconds(), 1)
+            if oldest else None,
+            "delivered": counts["delivered"],
+            "delivered_since_last": (self.uplink.stats.delivered - delivered_before
+                                     if self.uplink else None),
+            "held": self.writer.stats.held, "lost": self.writer.stats.lost,
+            "evicted": self.writer.stats.evicted_delivered + self.writer.stats.evicted_images}
+        if self.gps is not None:
+            g = self.gps.stats
+            report["gps"] = {"connected": g.connected, "mode": g.mode,
+                             "fix": g.mode >= 2 and g.fix_lost_since is None,
+                             "satellites_used": g.satellites_used,
+                             "satellites_seen": g.satellites_seen,
+                             "clock_offset_s": None if g.clock_offset_s is None
+                             else round(g.clock_offset_s, 3),
+                             "time_source": self.clock.time_source()}
+        if self.uplink is not None:
+            u = self.uplink.stats
+            report["broker"] = {"connected": u.connected, "puback_ms": u.puback_ms,
+                                "reconnects": u.reconnects, "rejected": u.rejected,
+                                "last_error": u.last_error or None}
+        report["machine"] = machine(self.store_path.parent)
+        self._last_report = (now, analysed, self.uplink.stats.delivered if self.uplink else 0)
+        return report
 
     def _status(self) -> str:
         """One line for ``systemctl status``: frames, backlog, GPS, broker."""

@@ -385,6 +385,15 @@ class Store:
             "ORDER BY captured_utc", [iso_utc(parse_iso_utc(newest) - window)]).fetchall()
         return [PastFinding(label, lat, lon, parse_iso_utc(t)) for label, lat, lon, t in rows]
 
+    def backlog(self) -> tuple[int, int, datetime | None]:
+        """Undelivered findings: how many, their pictures' bytes, and when the oldest was
+        committed (by this machine's clock)."""
+        n, size, oldest = self.db.execute(
+            "SELECT count(*), coalesce(sum(length(i.jpeg) + coalesce(length(i.crop), 0)), 0), "
+            "min(e.created_utc) FROM events e JOIN images i ON i.event_id = e.id "
+            "WHERE e.state = 'pending'").fetchone()
+        return n, size, parse_iso_utc(oldest) if oldest else None
+
     def oldest_pending_utc(self) -> datetime | None:
         row = self.db.execute(
             "SELECT min(captured_utc) FROM events WHERE state = 'pending'").fetchone()

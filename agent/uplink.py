@@ -141,12 +141,15 @@ class UplinkStats:
     rejected: int = 0
     inflight: int = 0
     last_error: str = ""
+    puback_ms: float | None = None
+    """How long the broker took to acknowledge the last event (its round trip)."""
 
 
 @dataclass
 class _InFlight:
     event_id: str
     mids: set[int] = field(default_factory=set)
+    sent_mono: float = field(default_factory=time.monotonic)
 
 
 class Uplink:
@@ -174,7 +177,8 @@ class Uplink:
         self.subscriptions = list(subscriptions)
         # Answers for the control stage: published when connected, the retained ones again
         # on every reconnect (the broker may have lost them, or they came while offline).
-        self._outgoing: deque[tuple[str, bytes, bool, bytes | None]] = deque(maxlen=200)
+        # (topic, payload, QoS, retain, MQTT 5 correlation data)
+        self._outgoing: deque[tuple[str, bytes, int, bool, bytes | None]] = deque(maxlen=200)
         self._sticky: dict[str, bytes] = {}
         self._out_lock = threading.Lock()
         self._status_extra = dict(status or {})
@@ -204,10 +208,20 @@ class Uplink:
         """Publish an answer (QoS 1) as soon as connected (from any thread). Not durable:
         a retained one is published again on every reconnect; the 200 newest wait."""
         with self._out_lock:
-            self._outgoing.append((topic, payload, retain, correlation_data))
+            self._outgoing.append((topic, payload, 1, retain, correlation_data))
             if retain:
                 self._sticky[topic] = payload
         self._wake.set()
+
+    def send_now(self, topic: str, payload: bytes) -> bool:
+        """Publish at QoS 0 if connected now, else not at all (telemetry: a stale report
+        is noise). From any thread; False when not connected."""
+        if not self.stats.connected:
+            return False
+        with self._out_lock:
+            self._outgoing.append((topic, payload, 0, False, None))
+        self._wake.set()
+        return True
 
     def finish(self) -> None:
         """Nothing more will be committed: deliver what is pending, then return (any thread)."""
@@ -396,8 +410,8 @@ class Uplink:
         for topic in self.subscriptions:
             client.subscribe(topic, qos=1)
         with self._out_lock:  # the retained answers, again: the broker may have lost them
-            queued = {t for t, _, retain, _ in self._outgoing if retain}
-            self._outgoing.extend((t, p, True, None) for t, p in self._sticky.items()
+            queued = {t for t, _, _, retain, _ in self._outgoing if retain}
+            self._outgoing.extend((t, p, 1, True, None) for t, p in self._sticky.items()
                                   if t not in queued)
         self._wake.set()
 
@@ -413,15 +427,17 @@ class Uplink:
             with self._out_lock:
                 if not self._outgoing:
                     return
-                topic, payload, retain, corr = self._outgoing.popleft()
+                item = self._outgoing.popleft()
+            topic, payload, qos, retain, corr = item
             props = None
             if corr is not None and self.mq.protocol == "5":
                 props = Properties(PacketTypes.PUBLISH)
                 props.CorrelationData = corr
-            info = self._client.publish(topic, payload, qos=1, retain=retain, properties=props)
+            info = self._client.publish(topic, payload, qos=qos, retain=retain,
+                                        properties=props)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 with self._out_lock:  # not now: first in line next time
-                    self._outgoing.appendleft((topic, payload, retain, corr))
+                    self._outgoing.appendleft(item)
                 return
 
     def _on_lost(self, rc: MQTTErrorCode) -> None:
@@ -529,6 +545,7 @@ class Uplink:
         if not entry.mids:
             del self._inflight[event_id]
             self._acked.append(event_id)
+            self.stats.puback_ms = round((time.monotonic() - entry.sent_mono) * 1000, 1)
 
     def _flush_acks(self, store: Store) -> None:
         if not self._acked:
