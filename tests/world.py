@@ -207,14 +207,13 @@ class MjpegCamera:
 
     def _stream(self, out: object) -> None:
         period = 1.0 / self.fps
-        k = 0
+        k = -1  # parked until the drive starts
         while k < len(self.jpegs):
             now = time.time()
             k = max(k, math.floor((now - self.due(0)) * self.fps))
-            if k < 0:  # before the drive: parked, showing its first frame
+            if k < 0:  # before the drive: parked, showing its first frame at the camera's rate
                 self._send(out, self.jpegs[0])
-                time.sleep(min(period, self.due(0) - now))
-                k = 0
+                time.sleep(max(0.0, min(period, self.due(0) - now)))
                 continue
             if k >= len(self.jpegs):
                 break
