@@ -39,14 +39,19 @@ def _config_error(e: ConfigError) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     # The daemon's imports (TFLite, OpenCV, paho) are not needed by the other commands.
+    from agent.desired import load_in_force
     from agent.detector import DetectorError
     from agent.pipeline import Ending, Feeds, Pipeline
     from agent.sources import SourceError
 
-    cfg = load_config(args.config)
+    setup_logging("INFO")
+    # The file, with what the office last gave this unit over it (in force before the
+    # broker is reached: an offline start works with the last accepted config).
+    cfg, file_data, docs = load_in_force(Path(args.config))
     setup_logging(cfg.logging.level)
     try:
-        pipe = Pipeline(cfg, store_path=args.db)
+        pipe = Pipeline(cfg, store_path=args.db, file_data=file_data, docs=docs,
+                        config_path=Path(args.config))
     except (StoreError, UplinkError) as e:
         return _fail(str(e))
     except (DetectorError, SourceError) as e:
@@ -363,7 +368,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(r, indent=2))
     age = (datetime.now(UTC) - parse_iso_utc(r["at"])).total_seconds()
-    print(f"unit {r['device']} (agent {r['agent_version']}, config {r['config_version']}), "
+    office = ", ".join(f"{s} {v}" for s, v in (r.get("config_in_force") or {}).items())
+    print(f"unit {r['device']} (agent {r['agent_version']}, config {r['config_version']}"
+          f"{f'; from the office: {office}' if office else ''}), "
           f"report from {age:.0f} s ago, up {r['uptime_s']:.0f} s")
     lines = _status_lines(r)
     if not args.json:

@@ -45,11 +45,15 @@ DEFAULT_CONFIG_PATH = Path("/etc/patrol-agent/agent.toml")
 
 
 class ConfigError(Exception):
-    """The configuration cannot be used; ``problems`` names each bad key."""
+    """The configuration cannot be used; ``problems`` names each bad key (one line each),
+    ``details`` the same as ``{"key", "value", "why"}`` for a report."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str],
+                 details: list[dict[str, Any]] | None = None) -> None:
         self.source = source
         self.problems = problems
+        self.details = details if details is not None else [
+            {"key": None, "value": None, "why": p} for p in problems]
         super().__init__(f"{source}: " + "; ".join(problems))
 
 
@@ -259,6 +263,15 @@ class HealthConfig(Section):
     to a broker through a dead LTE zone: name lookup plus mqtt.connect_timeout_s)."""
 
 
+class ControlConfig(Section):
+    grace_s: Annotated[float, Field(ge=5, le=3600)] = 60.0
+    """After a change from the office, how long the unit has to show it can still work
+    (broker reached, camera giving frames, model running) before it rolls the change back."""
+    trusted_keys: list[Annotated[str, Field(min_length=40, max_length=60)]] = []
+    """Ed25519 public keys (base64 of the 32 raw bytes) the office signs with; when given,
+    desired configs and commands must carry a valid signature from one of them."""
+
+
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -275,6 +288,7 @@ class Config(Section):
     mqtt: MqttConfig | None = None
     """No [mqtt] section: findings stay in the store until one is configured."""
     health: HealthConfig = HealthConfig()
+    control: ControlConfig = ControlConfig()
     logging: LoggingConfig = LoggingConfig()
 
     def content_hash(self) -> str:
@@ -302,20 +316,25 @@ class Config(Section):
 _SECRET_FIELDS: dict[str, Any] = {"mqtt": {"password": True, "tls": {"key_password": True}}}
 
 
-def _format_errors(err: ValidationError, data: dict[str, Any]) -> list[str]:
-    problems = []
+def _format_errors(err: ValidationError, data: dict[str, Any]
+                   ) -> tuple[list[str], list[dict[str, Any]]]:
+    problems, details = [], []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
+        secret = _is_secret_loc(e["loc"])
+        value = "***" if secret else e.get("input")
         if e["type"] == "missing":
             problems.append(f"{loc}: required key is missing")
+            details.append({"key": loc, "value": None, "why": "required key is missing"})
             continue
         if e["type"] == "extra_forbidden":
             problems.append(f"{loc}: unknown key")
+            details.append({"key": loc, "value": value, "why": "unknown key"})
             continue
-        shown = "***" if _is_secret_loc(e["loc"]) else repr(e.get("input"))
-        problems.append(f"{loc} = {shown}: {msg}")
-    return problems
+        problems.append(f"{loc} = {'***' if secret else repr(value)}: {msg}")
+        details.append({"key": loc, "value": value, "why": msg})
+    return problems, details
 
 
 def _is_secret_loc(loc: tuple[Any, ...]) -> bool:
@@ -401,22 +420,26 @@ def parse_config(data: dict[str, Any], source: str = "config") -> Config:
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(source, _format_errors(e, data)) from None
+        raise ConfigError(source, *_format_errors(e, data)) from None
     problems = _check_files(cfg)
     if problems:
         raise ConfigError(source, problems)
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a TOML config file, or raise ConfigError naming each problem."""
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A TOML config file's data, not yet validated; ConfigError if it cannot be read."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise ConfigError(str(path), [f"cannot read config file ({e.strerror})"]) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), [f"not valid TOML: {e}"]) from None
-    return parse_config(data, source=str(path))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config file, or raise ConfigError naming each problem."""
+    return parse_config(read_config_file(path), source=str(path))

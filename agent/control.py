@@ -133,10 +133,17 @@ class Control:
     ``send`` (the uplink's :meth:`~agent.uplink.Uplink.send`)."""
 
     def __init__(self, topics: Topics, send: Callable[..., None],
-                 handlers: dict[str, Handler]) -> None:
+                 handlers: dict[str, Handler],
+                 desired: Callable[[str, ControlMessage], None] | None = None,
+                 tick: Callable[[], None] | None = None) -> None:
+        """``desired`` takes desired-config documents (scope 'fleet' or 'device'); None:
+        this unit takes none (it is not subscribed to them). ``tick`` runs about once a
+        second on the stage's thread (judging a change on trial)."""
         self.topics = topics
         self.send = send
         self.handlers = handlers
+        self.desired = desired
+        self.tick = tick
         self.stats = ControlStats()
         self.faults = Faults("control", item="message")
         self.heartbeat = Heartbeat()
@@ -146,7 +153,10 @@ class Control:
 
     @property
     def subscriptions(self) -> list[str]:
-        return [self.topics.commands]
+        topics = [self.topics.commands]
+        if self.desired is not None:
+            topics += [self.topics.fleet_config_desired, self.topics.config_desired]
+        return topics
 
     def put(self, msg: ControlMessage) -> None:
         """A message from the uplink's thread: queued, never waited on."""
@@ -168,6 +178,9 @@ class Control:
     def run(self) -> None:
         while True:
             self.heartbeat.beat()
+            if self.tick is not None:
+                with self.faults.guard("the trial of a change"):
+                    self.tick()
             with self._cond:
                 if not self._queue:
                     if self._closed:
@@ -180,6 +193,11 @@ class Control:
                 self._handle(msg)
 
     def _handle(self, msg: ControlMessage) -> None:
+        if self.desired is not None and msg.topic in (self.topics.config_desired,
+                                                      self.topics.fleet_config_desired):
+            scope = "device" if msg.topic == self.topics.config_desired else "fleet"
+            self.desired(scope, msg)
+            return
         prefix = self.topics.cmd("")
         if not msg.topic.startswith(prefix) or "/" in msg.topic[len(prefix):]:
             return  # not ours (a broker that sends what we did not subscribe to)

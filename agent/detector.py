@@ -281,20 +281,28 @@ class Detector:
         self.labels = self._load_labels(labels)
         self.layout = self._find_layout(layout)
         self._check_labels()
-        self.score_threshold = score_threshold
-        self.class_thresholds = dict(class_thresholds or {})
-        unknown = [c for c in [*self.class_thresholds, *(allow or [])] if c not in self.labels]
-        if unknown:
-            raise DetectorError(f"classes {unknown} are not among the model's labels "
-                                f"{self.labels}")
-        self.allow = set(allow) if allow else None
-        self.iou_threshold = iou_threshold
-        self.max_detections = max_detections
+        self.set_filters(score_threshold, class_thresholds, allow, iou_threshold, max_detections)
         self.timings = DetectorTimings()
         self._ssd_order: tuple[int, int] | None = None
         log.info("model %s: %s layout, input %dx%d %s, %d classes, %d threads",
                  self.model_path.name, self.layout, self.in_w, self.in_h,
                  np.dtype(self._in["dtype"]).name, len(self.labels), threads)
+
+    def set_filters(self, score_threshold: float, class_thresholds: dict[str, float] | None,
+                    allow: Sequence[str] | None, iou_threshold: float, max_detections: int
+                    ) -> None:
+        """What is kept of the model's output; may change between frames (remote config).
+        DetectorError when a class named is not among the model's labels."""
+        unknown = [c for c in [*(class_thresholds or {}), *(allow or [])]
+                   if c not in self.labels]
+        if unknown:
+            raise DetectorError(f"classes {unknown} are not among the model's labels "
+                                f"{self.labels}")
+        self.class_thresholds = dict(class_thresholds or {})
+        self.allow = set(allow) if allow else None
+        self.score_threshold = score_threshold
+        self.iou_threshold = iou_threshold
+        self.max_detections = max_detections
 
     # --- set-up -------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 import logging
 import signal
 import threading
@@ -46,23 +47,35 @@ from types import FrameType
 from typing import Any
 
 import cv2
+import numpy as np
 
 from agent import __version__
-from agent.config import Config
+from agent.config import Config, ConfigError, read_config_file
 from agent.control import Control, Handler, Request, RequestError
-from agent.detector import Detector
-from agent.events import EventBuilder, RecentFindings
+from agent.desired import (
+    Desired,
+    DocumentError,
+    effective,
+    forget,
+    load_rolled_back,
+    mark_rolled_back,
+    parse_desired,
+    persist,
+    state_dir,
+)
+from agent.detector import Detector, DetectorError
+from agent.events import BestShots, EventBuilder, RecentFindings
 from agent.findings import FIX_WAIT_S, FindingStage
 from agent.gps import ClockCheck, FixHistory, GpsdReader, recording_time
-from agent.health import Health, Notifier, machine
+from agent.health import Health, Notifier, machine, without_none
 from agent.perception import Perception
 from agent.privacy import Redactor
-from agent.records import Event, EventIds, Fix, iso_utc, new_event_id
-from agent.sources import FrameSource, OpenCVSource, open_source
+from agent.records import ControlMessage, Event, EventIds, Fix, iso_utc, new_event_id
+from agent.sources import FrameSource, OpenCVSource, SourceError, open_source
 from agent.stages import Faults, FrameSlot, Heartbeat, Stage, StageState
 from agent.store import Store, StoreError
 from agent.topics import Topics
-from agent.uplink import OFFLINE_GRACE_S, Uplink
+from agent.uplink import OFFLINE_GRACE_S, Uplink, UplinkError
 from agent.writer import BUSY_TIMEOUT_S, StoreWriter
 
 log = logging.getLogger("pipeline")
@@ -148,15 +161,62 @@ class RunReport:
     delivered: int = 0
 
 
+CAMERA_RESTART = {"kind", "source", "width", "height", "fps"}
+"""Camera keys that need the camera opened again (the others are its mounting: live)."""
+DETECTOR_RELOAD = {"model", "labels", "layout", "threads", "runtime"}
+"""Detector keys that need a new interpreter (the others are filters: live)."""
+
+
+@dataclass
+class _Trial:
+    """A change from the office that has yet to show it works (control.grace_s)."""
+
+    scope: str
+    doc: Desired
+    previous: dict[str, Desired]
+    needs: set[str]
+    msg: ControlMessage
+    deadline: float
+    baseline: tuple[int, int]
+    """(frames captured, frames analysed) when it came into force."""
+
+
+def _changed_keys(old: Config, new: Config) -> list[str]:
+    """``section.key`` of each value that differs (secrets compared, not shown)."""
+    a, b = old.model_dump(), new.model_dump()
+    out = []
+    for section in sorted(set(a) | set(b)):
+        sa, sb = a.get(section), b.get(section)
+        if not isinstance(sa, dict) or not isinstance(sb, dict):
+            if sa != sb:
+                out.append(section)
+            continue
+        out += [f"{section}.{k}" for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)]
+    return out
+
+
 class Pipeline:
     """Every stage of one unit, on its own thread. ``run()`` is the whole life cycle;
     ``start()`` and ``stop()`` are its two halves."""
 
     def __init__(self, cfg: Config, feeds: Feeds | None = None,
-                 store_path: Path | None = None) -> None:
+                 store_path: Path | None = None, file_data: dict[str, Any] | None = None,
+                 docs: dict[str, Desired] | None = None, config_path: Path | None = None
+                 ) -> None:
         """Sets up every stage; raises StoreError, UplinkError, DetectorError or
-        SourceError (each says what is wrong) before any thread starts."""
+        SourceError (each says what is wrong) before any thread starts. ``file_data``
+        (the config file's data) and ``docs`` (the office's documents in force over it,
+        desired.load_in_force): the unit takes desired configs from the office."""
         self.cfg = cfg
+        self.file_data = file_data
+        self.config_path = config_path
+        self.docs: dict[str, Desired] = dict(docs or {})
+        self._rolled_back = load_rolled_back(state_dir(cfg)) if file_data is not None else {}
+        """Per scope, the last document rolled back: it and older ones are not tried again."""
+        self._rejected: dict[str, bytes] = {}
+        """Per scope, the last payload rejected: its retained copy is not reported again."""
+        self._reconfig = threading.Lock()
+        self._trial: _Trial | None = None
         feeds = feeds if feeds is not None else live_feeds(cfg)
         self.store_path = Path(store_path or cfg.store.path)
         # The outbox first: a unit with an unusable store must say so at start, not at
@@ -176,22 +236,20 @@ class Pipeline:
         self._restart_asked = threading.Event()
         if cfg.mqtt is not None:
             topics = Topics(cfg.mqtt.root, cfg.device.id)
-            self.control = Control(topics, self._send, self._command_handlers())
-            # Retention counts hours on the system clock: only once it can be trusted.
-            self.uplink = Uplink(cfg, self.store_path, status={"model": cfg.detector.model.stem},
-                                 clock_trusted=lambda: self.clock.time_source() != "unverified",
-                                 on_control=self.control.put,
-                                 subscriptions=self.control.subscriptions)
+            self.control = Control(topics, self._send, self._command_handlers(),
+                                   desired=self._on_desired if file_data is not None else None,
+                                   tick=self._judge_trial)
+            self.uplink = self._make_uplink(cfg)
         self.writer = StoreWriter(self.store_path, cfg.store.max_held,
                                   on_commit=self.uplink.notify if self.uplink else None,
                                   quota_mb=cfg.store.quota_mb,
                                   evict_undelivered_images=cfg.store.evict_undelivered_images)
         self._camera_stop = threading.Event()
+        self._camera_restarting = False
+        self._gpsd_retry_s = feeds.gpsd_retry_s
         self.gps: GpsdReader | None = None
         if feeds.gpsd is not None:
-            self.gps = GpsdReader(*feeds.gpsd, self.history, self.clock,
-                                  reconnect_min_s=feeds.gpsd_retry_s[0],
-                                  reconnect_max_s=feeds.gpsd_retry_s[1])
+            self.gps = self._make_gps(feeds.gpsd)
         self.slot = FrameSlot(every_frame=feeds.every_frame)
         self.frame_faults = Faults("perception", item="frame")
         self.camera_faults = Faults("camera", item="read")
@@ -203,6 +261,7 @@ class Pipeline:
             # Its own interpreter for the second look, on the findings thread; one
             # thread is plenty for a few views per finding.
             look = build_detector(cfg, threads=1)
+            self._look = look
             self.source = feeds.camera(self._camera_stop)
             recorded = self.source.timebase == "recording"
             frame_time = recording_time if recorded else self.clock.frame_time
@@ -214,6 +273,7 @@ class Pipeline:
                 recent=RecentFindings(cfg.events.dedup_distance_m, window, recent),
                 time_source=(lambda: "recording") if recorded else self.clock.time_source,
                 ids=ids)
+            self._builder = builder
             self.findings = FindingStage(
                 builder, self.history, frame_time, self.writer.submit,
                 fix_wait_s=0.0 if feeds.fixes and feeds.gpsd is None else FIX_WAIT_S)
@@ -267,7 +327,7 @@ class Pipeline:
             self._stage("findings", self.findings.run, self.findings.heartbeat)
         if self.perception is not None and self.source is not None:
             self._stage("perception", self._perceive, self._perception_beat)
-            self._stage("camera", self._capture, self.source.heartbeat)
+            self._start_camera(self.source, self._camera_stop)
         self._stage("health", self.health.run, self.health.heartbeat)
         self.notifier.send("READY=1", f"STATUS=started; {self._status()}")
         if self.notifier.enabled:
@@ -374,8 +434,297 @@ class Pipeline:
 
     def _stage(self, name: str, loop: Callable[[], None], heartbeat: Heartbeat) -> None:
         stage = Stage(name, loop, heartbeat)
+        # A stage started again (a camera or broker changed from afar) replaces the
+        # one that ended before it.
+        self.stages = [s for s in self.stages if s.name != name or s.running]
         self.stages.append(stage)
         stage.start()
+
+    def _make_uplink(self, cfg: Config) -> Uplink:
+        assert self.control is not None
+        # Retention counts hours on the system clock: only once it can be trusted.
+        return Uplink(cfg, self.store_path, status={"model": cfg.detector.model.stem},
+                      clock_trusted=lambda: self.clock.time_source() != "unverified",
+                      on_control=self.control.put, subscriptions=self.control.subscriptions)
+
+    def _make_gps(self, gpsd: tuple[str, int]) -> GpsdReader:
+        return GpsdReader(*gpsd, self.history, self.clock,
+                          reconnect_min_s=self._gpsd_retry_s[0],
+                          reconnect_max_s=self._gpsd_retry_s[1])
+
+    # --- the office's config (the control stage's thread) ---------------------
+
+    def _on_desired(self, scope: str, msg: ControlMessage) -> None:
+        with self._reconfig:
+            self._take_desired(scope, msg)
+
+    def _take_desired(self, scope: str, msg: ControlMessage) -> None:
+        assert self.file_data is not None
+        if not msg.payload:
+            # The office cleared its retained document: nothing to apply, and what is
+            # in force stays (a retained message never undoes an accepted config).
+            log.info("the office cleared the %s desired config; the config in force stays",
+                     scope)
+            return
+        if self._rejected.get(scope) == msg.payload:
+            return  # the broker's retained copy of what was rejected, after a reconnect
+        try:
+            doc = parse_desired(scope, msg.payload)
+        except DocumentError as e:
+            self._reject(scope, None, msg, reason=str(e))
+            return
+        current = self.docs.get(scope)
+        if current is not None and doc.version <= current.version:
+            if doc == current:
+                return  # the broker's retained copy of what is in force
+            self._reject(scope, doc, msg, status="stale", reason=f"version {doc.version} is "
+                         f"not above the {current.version} in force for the {scope}")
+            return
+        failed = self._rolled_back.get(scope)
+        if failed is not None and doc == failed:
+            return  # the broker's retained copy of what was rolled back (and reported)
+        if failed is not None and doc.version <= failed.version:
+            self._reject(scope, doc, msg, status="stale", reason=f"version {doc.version} is "
+                         f"not above the {failed.version} rolled back for the {scope}")
+            return
+        if self._trial is not None:
+            # Not remembered as rejected: the same document sent again later is tried.
+            self._report("rejected", scope, doc, msg, reason="the change before it is still "
+                         "on trial; send it again in a moment")
+            return
+        new_docs = {**self.docs, scope: doc}
+        try:
+            new_cfg = effective(self.file_data, new_docs, f"{scope} config {doc.version}")
+            changed, restarted = self._apply(new_cfg, new_docs)
+        except ConfigError as e:
+            self._reject(scope, doc, msg, problems=e.details, reason="; ".join(e.problems))
+            return
+        except (DetectorError, SourceError, UplinkError) as e:
+            self._reject(scope, doc, msg, reason=str(e))
+            return
+        persist(state_dir(self.cfg), doc)
+        previous = self.docs
+        self.docs = new_docs
+        needs = self._needs(changed)
+        if needs:
+            self._trial = _Trial(scope, doc, previous, needs, msg,
+                                 time.monotonic() + self.cfg.control.grace_s,
+                                 self._trial_baseline())
+        self._report("accepted", scope, doc, msg, changed=changed, restarted=restarted,
+                     on_trial=sorted(needs) or None)
+
+    def _reject(self, scope: str, doc: Desired | None, msg: ControlMessage,
+                status: str = "rejected", **why: Any) -> None:
+        self._rejected[scope] = msg.payload
+        self._report(status, scope, doc, msg, **why)
+
+    def _apply(self, new: Config, docs: dict[str, Desired]) -> tuple[list[str], list[str]]:
+        """Put ``new`` in force: what can change live does, what cannot restarts its
+        stage. What can fail (a model, a camera, TLS files) is made ready first, so that
+        a failure leaves everything as it was. Returns (keys changed, stages restarted)."""
+        old = self.cfg
+        changed = _changed_keys(old, new)
+        keys = {tuple(k.split(".", 1)) for k in changed}
+        if ("camera", "enabled") in keys:
+            raise ConfigError("desired config", ["camera.enabled is set in the unit's file "
+                                                 "(a camera on or off needs a new start)"])
+        if old.mqtt is not None and new.mqtt is None:
+            raise ConfigError("desired config", ["[mqtt] cannot be taken away from afar"])
+        camera_keys = {k for s, k in keys if s == "camera"} & CAMERA_RESTART
+        detector_keys = {k for s, k in keys if s == "detector"} & DETECTOR_RELOAD
+        # --- made ready: each may raise, and nothing has changed yet
+        detectors = None
+        if self.perception is not None and detector_keys:
+            detectors = (build_detector(new), build_detector(new, threads=1))
+            detectors[0].detect(np.zeros((new.camera.height, new.camera.width, 3), np.uint8))
+        elif self.perception is not None:
+            d = new.detector
+            for det in (self.perception.detector, self._look):
+                det.set_filters(d.score_threshold, d.class_thresholds, d.allow,
+                                d.iou_threshold, d.max_detections)
+        camera = None
+        if self.perception is not None and camera_keys and self.file_data is not None:
+            stop = threading.Event()
+            camera = (live_feeds(new).camera(stop), stop)  # type: ignore[misc]
+        uplink = self._make_uplink(new) if any(s == "mqtt" for s, _ in keys) else None
+        # --- from here on nothing fails
+        self.cfg = new
+        restarted = []
+        if detectors is not None and self.perception is not None:
+            self.perception.detector, self._look = detectors
+            self._builder.second_look = self._look.second_look \
+                if new.events.confirm_score > 0 else None
+            self._builder.model = detectors[0].model_path.stem
+            restarted.append("detector")
+        if camera is not None:
+            self._restart_camera(*camera)
+            restarted.append("camera")
+        if any(s == "gps" for s, _ in keys):
+            self._restart_gps(new)
+            restarted.append("gps")
+        if uplink is not None:
+            self._restart_uplink(uplink)
+            restarted.append("uplink")
+        self._apply_live(new)
+        label = ", ".join([f"file version {new.version}"]
+                          + [f"{d.scope} {d.version}" for d in docs.values()])
+        log.info("config in force: %s (%s changed%s)", label,
+                 ", ".join(changed) or "nothing",
+                 f"; restarted {', '.join(restarted)}" if restarted else "")
+        return changed, restarted
+
+    def _apply_live(self, new: Config) -> None:
+        """What every stage reads item by item: swapped between items, no frame lost."""
+        if self.perception is not None:
+            b = self._builder
+            b.cfg, b.camera, b.config_version = new.events, new.camera, new.version
+            b.recent.distance_m = new.events.dedup_distance_m
+            b.recent.window = timedelta(hours=new.events.dedup_window_h)
+            if new.events.redact and b.redactor is None:
+                b.redactor = Redactor()
+            elif not new.events.redact:
+                b.redactor = None
+            b.second_look = self._look.second_look if new.events.confirm_score > 0 else None
+            self.perception.shots.keep = BestShots.for_config(new.events).keep
+        self.writer.max_held = new.store.max_held
+        self.writer.quota_bytes = int(new.store.quota_mb * 1024 * 1024)
+        self.writer.evict_undelivered_images = new.store.evict_undelivered_images
+        if self.uplink is not None:
+            self.uplink.reconfigure(new)
+        self.health.stall_s = new.health.stall_s
+        self.health.telemetry_every_s = new.health.telemetry_interval_s
+        logging.getLogger().setLevel(new.logging.level)
+
+    def _restart_camera(self, source: FrameSource, stop: threading.Event) -> None:
+        self._camera_restarting = True
+        self._camera_stop.set()
+        if self._join("camera", CAMERA_STOP_S) and self.source is not None:
+            self.source.close()
+        self._camera_restarting = False
+        self.source, self._camera_stop = source, stop
+        self._start_camera(source, stop)
+
+    def _restart_gps(self, new: Config) -> None:
+        if self.gps is not None:
+            self.gps.close()
+            self._join("gps", 2)
+            self.gps = None
+        if new.gps.enabled:
+            self.gps = self._make_gps((new.gps.host, new.gps.port))
+            self._stage("gps", self.gps.run, self.gps.heartbeat)
+
+    def _restart_uplink(self, uplink: Uplink) -> None:
+        if self.uplink is not None:
+            self.uplink.stop(0)
+            self._join("uplink", OFFLINE_GRACE_S + 3)
+        self.uplink = uplink
+        self.writer.on_commit = uplink.notify
+        self._stage("uplink", uplink.run, uplink.heartbeat)
+
+    def _needs(self, changed: list[str]) -> set[str]:
+        """What must be seen working before a change is kept."""
+        needs = set()
+        sections = {c.split(".")[0] for c in changed}
+        if "mqtt" in sections:
+            needs.add("broker")
+        if self.perception is not None and any(
+                c.split(".")[1] in CAMERA_RESTART for c in changed if c.startswith("camera.")):
+            needs.add("camera")
+        if self.perception is not None and any(
+                c.split(".")[1] in DETECTOR_RELOAD for c in changed
+                if c.startswith("detector.")):
+            needs.add("model")
+        return needs
+
+    def _trial_baseline(self) -> tuple[int, int]:
+        frames = self.source.stats.frames if self.source is not None else 0
+        analysed = self.perception.stats.frames if self.perception is not None else 0
+        return frames, analysed
+
+    def _judge_trial(self) -> None:
+        """Once a second: has the change on trial shown it works? Past control.grace_s
+        without that, it is rolled back."""
+        trial = self._trial
+        if trial is None:
+            return
+        frames, analysed = self._trial_baseline()
+        ok = {"broker": self.uplink is not None and self.uplink.stats.connected,
+              "camera": frames > trial.baseline[0] + 5,
+              "model": analysed > trial.baseline[1] + 5
+              and self.frame_faults.stats.in_a_row == 0}
+        if all(ok[n] for n in trial.needs):
+            log.info("the %s config version %d works (%s)", trial.scope, trial.doc.version,
+                     ", ".join(sorted(trial.needs)))
+            self._trial = None
+            return
+        if time.monotonic() < trial.deadline:
+            return
+        failing = sorted(n for n in trial.needs if not ok[n])
+        why = "; ".join(self._why_not(n) for n in failing)
+        with self._reconfig:
+            self._roll_back(trial, why)
+
+    def _why_not(self, need: str) -> str:
+        if need == "broker":
+            err = self.uplink.stats.last_error if self.uplink is not None else ""
+            return f"the broker was not reached with it ({err or 'no answer'})"
+        if need == "camera":
+            err = self.source.stats.last_error if self.source is not None else ""
+            return f"the camera gave no frames with it ({err or 'none came'})"
+        return f"the model did not run ({self.frame_faults.stats.last_error or 'no frames'})"
+
+    def _roll_back(self, trial: _Trial, why: str) -> None:
+        assert self.file_data is not None
+        self._trial = None
+        log.error("rolling the %s config version %d back within %.0f s: %s", trial.scope,
+                  trial.doc.version, self.cfg.control.grace_s, why)
+        previous = effective(self.file_data, trial.previous, "the config before")
+        self._apply(previous, trial.previous)
+        before = trial.previous.get(trial.scope)
+        directory = state_dir(self.cfg)
+        # The document before first: a power cut in between leaves it in force, and the
+        # failed one is only tried (and rolled back) once more.
+        if before is not None:
+            persist(directory, before)
+        else:
+            forget(directory, trial.scope)
+        mark_rolled_back(directory, trial.doc)
+        self._rolled_back[trial.scope] = trial.doc
+        self.docs = dict(trial.previous)
+        self._report("rolled_back", trial.scope, trial.doc, trial.msg, reason=why)
+
+    def _report(self, status: str, scope: str, doc: Desired | None, msg: ControlMessage,
+                reason: str | None = None, problems: list[dict[str, Any]] | None = None,
+                changed: list[str] | None = None, restarted: list[str] | None = None,
+                on_trial: list[str] | None = None) -> None:
+        """The config report (retained on config/reported, docs/mqtt.md)."""
+        body = without_none({
+            "status": status, "scope": scope, "version": doc.version if doc else None,
+            "request_id": doc.request_id if doc else None,
+            "in_force": {s: d.version for s, d in self.docs.items()},
+            "config_version": self.cfg.version, "config_hash": self.cfg.content_hash(),
+            "changed": changed or None, "restarted": restarted or None,
+            "on_trial": on_trial, "reason": reason,
+            "problems": [{k: v for k, v in p.items()} for p in problems] if problems else None,
+            "at": iso_utc(datetime.now(UTC))})
+        level = logging.INFO if status == "accepted" else logging.WARNING
+        log.log(level, "%s config %s: %s%s", scope, status,
+                f"version {doc.version}" if doc else "a document",
+                f" ({reason})" if reason else "")
+        if self.uplink is not None:
+            self._send(self.uplink.topics.config_reported,
+                       json.dumps(body, default=str).encode(), retain=True,
+                       correlation_data=msg.correlation_data)
+
+    def reload_config(self, config_path: Path) -> dict[str, Any]:
+        """The ``reload-config`` command: the file read again, the kept documents over it."""
+        with self._reconfig:
+            file_data = read_config_file(config_path)
+            new_cfg = effective(file_data, self.docs, str(config_path))
+            changed, restarted = self._apply(new_cfg, self.docs)
+            self.file_data = file_data
+        return {"changed": changed, "restarted": restarted, "config_version": new_cfg.version,
+                "config_hash": new_cfg.content_hash()}
 
     # --- commands (the control stage's thread) --------------------------------
 
@@ -385,9 +734,20 @@ class Pipeline:
             self.uplink.send(topic, payload, retain, correlation_data)
 
     def _command_handlers(self) -> dict[str, Handler]:
-        return {"ping": self._cmd_ping, "flush": self._cmd_flush,
-                "purge-delivered": self._cmd_purge_delivered, "snapshot": self._cmd_snapshot,
-                "restart": self._cmd_restart}
+        handlers: dict[str, Handler] = {
+            "ping": self._cmd_ping, "flush": self._cmd_flush,
+            "purge-delivered": self._cmd_purge_delivered, "snapshot": self._cmd_snapshot,
+            "restart": self._cmd_restart}
+        if self.config_path is not None:
+            handlers["reload-config"] = self._cmd_reload_config
+        return handlers
+
+    def _cmd_reload_config(self, req: Request) -> dict[str, Any]:
+        assert self.config_path is not None
+        try:
+            return self.reload_config(self.config_path)
+        except (ConfigError, DetectorError, SourceError, UplinkError) as e:
+            raise RequestError(f"not reloaded, the config in force stays: {e}") from None
 
     def _cmd_ping(self, req: Request) -> dict[str, Any]:
         return {"device": self.cfg.device.id, "agent_version": __version__,
@@ -447,6 +807,8 @@ class Pipeline:
         report: dict[str, Any] = {
             "device": self.cfg.device.id, "at": iso_utc(datetime.now(UTC)),
             "agent_version": __version__, "config_version": self.cfg.version,
+            "config_hash": self.cfg.content_hash(),
+            "config_in_force": {s: d.version for s, d in self.docs.items()},
             "uptime_s": round(now - self._started_mono, 1), "interval_s": round(dt, 1)}
         analysed = 0
         if self.perception is not None and self.source is not None:
@@ -538,19 +900,22 @@ class Pipeline:
 
     # --- the camera and perception threads ----------------------------------
 
-    def _capture(self) -> None:
-        assert self.source is not None
+    def _start_camera(self, source: FrameSource, stop: threading.Event) -> None:
+        self._stage("camera", lambda: self._capture(source, stop), source.heartbeat)
+
+    def _capture(self, source: FrameSource, stop: threading.Event) -> None:
         try:
-            while not self._camera_stop.is_set():
-                with self.camera_faults.guard(f"a read of {self.source.name}"):
-                    frame = self.source.read()
+            while not stop.is_set():
+                with self.camera_faults.guard(f"a read of {source.name}"):
+                    frame = source.read()
                     if frame is None:
-                        if not self._camera_stop.is_set():
-                            log.info("camera %s ended", self.source.name)
+                        if not stop.is_set():
+                            log.info("camera %s ended", source.name)
                         return
                     self.slot.put(frame)
         finally:
-            self.slot.close()
+            if not self._camera_restarting:  # a new camera takes over the slot
+                self.slot.close()
 
     def _perceive(self) -> None:
         assert self.perception is not None

@@ -223,6 +223,15 @@ class Uplink:
         self._wake.set()
         return True
 
+    def reconfigure(self, cfg: Config) -> None:
+        """A new config in force whose [mqtt] is the same (a new [mqtt] needs a new
+        Uplink): retention as it now says, and the retained status saying its version."""
+        self.cfg = cfg
+        with self._out_lock:
+            self._outgoing.append((self.topics.status, self._status_payload("online"), 1,
+                                   True, None))
+        self._wake.set()
+
     def finish(self) -> None:
         """Nothing more will be committed: deliver what is pending, then return (any thread)."""
         self._finish.set()
@@ -246,7 +255,6 @@ class Uplink:
         next_attempt = 0.0
         next_poll = 0.0
         next_prune = 0.0
-        retention = timedelta(hours=self.cfg.store.retention_hours)
         try:
             while True:
                 self.heartbeat.beat()
@@ -286,6 +294,7 @@ class Uplink:
                     if self._finish.is_set() and self._drained(store):
                         log.info("outbox drained: every event is delivered")
                         return
+                retention = timedelta(hours=self.cfg.store.retention_hours)  # may change
                 if retention > timedelta(0) and now >= next_prune:
                     next_prune = now + self.cfg.store.prune_interval_s
                     self._prune(store, retention)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,8 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.records import Event, Position
 
@@ -219,6 +222,99 @@ class Subscriber:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+class Office:
+    """The office's MQTT 5 client for one unit (``base``: ``{root}/{dev}``): sends
+    commands and desired configs, collects answers, reports and pictures."""
+
+    def __init__(self, port: int, base: str, auth: tuple[str, str] | None = None) -> None:
+        self.base = base
+        self.messages: list[tuple[str, bytes, Properties | None]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"office-{uuid.uuid4()}",
+                                  protocol=mqtt.MQTTv5)
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_message = self._on_message
+        topics = [(f"{base}/cmd/+/result", 1), (f"{base}/snapshots/+", 1),
+                  (f"{base}/status", 1), (f"{base}/config/reported", 1)]
+        # On every connection: a broker restarted under the test forgets the session.
+        self.client.on_connect = lambda c, *a: c.subscribe(topics)
+        if auth is not None:
+            self.client.username_pw_set(*auth)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert subscribed.wait(10)
+
+    def _on_message(self, c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, bytes(msg.payload), msg.properties))
+
+    def send(self, name: str, payload: bytes | dict, correlation: bytes | None = None,
+             retain: bool = False) -> None:
+        props = None
+        if correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = correlation
+        data = json.dumps(payload).encode() if isinstance(payload, dict) else payload
+        wait_until(self.client.is_connected, 15, "the office's connection")
+        self.client.publish(f"{self.base}/cmd/{name}", data, qos=1, retain=retain,
+                            properties=props).wait_for_publish(5)
+
+    def answers(self, name: str | None = None) -> list[tuple[dict, Properties | None]]:
+        with self.lock:
+            return [(json.loads(p), props) for t, p, props in self.messages
+                    if t.endswith("/result")
+                    and (name is None or t == f"{self.base}/cmd/{name}/result")]
+
+    def answer(self, request_id: str, timeout: float = 15) -> tuple[dict, Properties | None]:
+        found: list = []
+
+        def seen() -> bool:
+            found[:] = [a for a in self.answers() if a[0].get("request_id") == request_id]
+            return bool(found)
+
+        wait_until(seen, timeout, f"the answer to {request_id}")
+        return found[0]
+
+    def ask(self, name: str, args: dict | None = None) -> dict:
+        return self.answer_within(name, 15, args)
+
+    def answer_within(self, name: str, timeout: float, args: dict | None = None) -> dict:
+        rid = str(uuid.uuid4())
+        self.send(name, {"request_id": rid, **({"args": args} if args else {})})
+        return self.answer(rid, timeout)[0]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def desire(self, doc: dict | bytes, fleet: bool = False, root: str = "patrol") -> None:
+        """Publish a desired config, retained, as the office does."""
+        topic = f"{root}/fleet/config/desired" if fleet else f"{self.base}/config/desired"
+        data = json.dumps(doc).encode() if isinstance(doc, dict) else doc
+        wait_until(self.client.is_connected, 15, "the office's connection")
+        self.client.publish(topic, data, qos=1, retain=True).wait_for_publish(5)
+
+    def reports(self) -> list[dict]:
+        with self.lock:
+            return [json.loads(p) for t, p, _ in self.messages
+                    if t == f"{self.base}/config/reported"]
+
+    def report(self, pred: Callable[[dict], bool], timeout: float = 20) -> dict:
+        found: list[dict] = []
+
+        def seen() -> bool:
+            found[:] = [r for r in self.reports() if pred(r)]
+            return bool(found)
+
+        wait_until(seen, timeout, "the config report")
+        return found[-1]
+
+    def statuses(self) -> list[dict]:
+        with self.lock:
+            return [json.loads(p) for t, p, _ in self.messages if t == f"{self.base}/status"]
 
 
 @pytest.fixture(autouse=True)

@@ -6,92 +6,29 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from agent.pipeline import STOP_BUDGET_S
 from agent.store import Store
-from tests.conftest import Mosquitto, Unit, make_event, unit_config, wait_until
+from tests.conftest import Mosquitto, Office, Unit, make_event, unit_config, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "drive"
 BASE = "patrol/unit-c"
 
 
-class Office:
-    """The office's MQTT 5 client: sends commands, collects answers and pictures."""
-
-    def __init__(self, port: int) -> None:
-        self.messages: list[tuple[str, bytes, Properties | None]] = []
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"office-{uuid.uuid4()}",
-                                  protocol=mqtt.MQTTv5)
-        subscribed = threading.Event()
-        self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        self.client.subscribe([(f"{BASE}/cmd/+/result", 1), (f"{BASE}/snapshots/+", 1),
-                               (f"{BASE}/status", 1)])
-        assert subscribed.wait(10)
-
-    def _on_message(self, c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
-        with self.lock:
-            self.messages.append((msg.topic, bytes(msg.payload), msg.properties))
-
-    def send(self, name: str, payload: bytes | dict, correlation: bytes | None = None,
-             retain: bool = False) -> None:
-        props = None
-        if correlation is not None:
-            props = Properties(PacketTypes.PUBLISH)
-            props.CorrelationData = correlation
-        data = json.dumps(payload).encode() if isinstance(payload, dict) else payload
-        self.client.publish(f"{BASE}/cmd/{name}", data, qos=1, retain=retain,
-                            properties=props).wait_for_publish(5)
-
-    def answers(self, name: str | None = None) -> list[tuple[dict, Properties | None]]:
-        with self.lock:
-            return [(json.loads(p), props) for t, p, props in self.messages
-                    if t.endswith("/result") and (name is None or t == f"{BASE}/cmd/{name}/result")]
-
-    def answer(self, request_id: str, timeout: float = 15) -> tuple[dict, Properties | None]:
-        found: list = []
-
-        def seen() -> bool:
-            found[:] = [a for a in self.answers() if a[0].get("request_id") == request_id]
-            return bool(found)
-
-        wait_until(seen, timeout, f"the answer to {request_id}")
-        return found[0]
-
-    def ask(self, name: str, args: dict | None = None) -> dict:
-        rid = str(uuid.uuid4())
-        self.send(name, {"request_id": rid, **({"args": args} if args else {})})
-        return self.answer(rid)[0]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
 @pytest.fixture
 def unit(tmp_path: Path) -> Iterator[tuple[Unit, Office, Mosquitto, Path]]:
     broker = Mosquitto(tmp_path / "broker").start()
-    office = Office(broker.port)
+    office = Office(broker.port, BASE)
     db = tmp_path / "outbox.db"
     cfg = unit_config(tmp_path / "a.toml", device="unit-c", camera=str(SAMPLE / "video.mp4"),
                       db=db, broker_port=broker.port)
@@ -146,7 +83,7 @@ def test_a_retained_command_is_not_done_at_the_next_start(tmp_path: Path) -> Non
     """A command someone published retained is handed to the unit again at every
     reconnect; it is refused, not done (a retained restart would restart it for ever)."""
     broker = Mosquitto(tmp_path / "broker").start()
-    office = Office(broker.port)
+    office = Office(broker.port, BASE)
     office.send("restart", {"request_id": "stale"}, retain=True)
     cfg = unit_config(tmp_path / "a.toml", device="unit-c", camera=None,
                       db=tmp_path / "outbox.db", broker_port=broker.port)
