@@ -19,6 +19,8 @@ setup(
         "ai-edge-litert>=2.1,<3",
         # gpsd's JSON stream; see agent/gps.py for why not gpsd-py3.
         "gpsdclient>=1.3,<2",
+        # Ed25519 signatures on the office's configs and commands (agent/signing.py).
+        "cryptography>=42,<51",
         # 1.24 is Raspberry Pi OS Bookworm's, which its picamera2 modules are built against
         # (provisioning keeps such a unit's venv on it; OpenCV 4.11 is the last that takes it;
         # ai-edge-litert 2.3 runs the default model with it).
@@ -47,7 +49,6 @@ setup(
             "pytest-timeout>=2.3",
             # Random and hostile payloads for the control topics.
             "hypothesis>=6.100",
-            "cryptography>=42",
             # Real photos (faces included) ship inside its wheel; used by the privacy tests.
             "scikit-image>=0.22",
             "ruff>=0.6",

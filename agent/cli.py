@@ -605,6 +605,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_simulate_drive(sub)
 
+    from agent.fleet import add_parser as add_fleet
+
+    add_fleet(sub)
+
     ca = sub.add_parser("calibrate", help="measure the camera's mounting from a printed board "
                         "standing on the road in front of the vehicle")
     ca.add_argument("source", nargs="?", help="camera.source to use instead of the config's")

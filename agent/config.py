@@ -17,6 +17,8 @@ its credentials).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import os
@@ -269,7 +271,21 @@ class ControlConfig(Section):
     (broker reached, camera giving frames, model running) before it rolls the change back."""
     trusted_keys: list[Annotated[str, Field(min_length=40, max_length=60)]] = []
     """Ed25519 public keys (base64 of the 32 raw bytes) the office signs with; when given,
-    desired configs and commands must carry a valid signature from one of them."""
+    desired configs and commands must carry a valid signature from one of them
+    (agent/signing.py; ``patrol-agent fleet keygen`` makes a pair)."""
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _keys_are_ed25519(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            try:
+                raw = base64.b64decode(key, validate=True)
+            except binascii.Error:
+                raise ValueError(f"{key[:12]}…: not base64") from None
+            if len(raw) != 32:
+                raise ValueError(f"{key[:12]}…: {len(raw)} bytes, an Ed25519 public key "
+                                 "has 32")
+        return keys
 
 
 class LoggingConfig(Section):

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.records import ControlMessage, iso_utc
+from agent.signing import Authority, SignatureError
 from agent.stages import Faults, Heartbeat
 from agent.topics import Topics
 
@@ -39,7 +40,12 @@ MAX_REQUEST_ID = 128
 
 
 class RequestError(Exception):
-    """A payload that cannot be acted on; the message says why (it goes in the answer)."""
+    """A payload that cannot be acted on; the message says why (it goes in the answer),
+    ``request_id`` which request it was, when that much could be read."""
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 @dataclass(frozen=True)
@@ -117,11 +123,18 @@ def parse_json_object(payload: bytes) -> dict[str, Any]:
     return value
 
 
-def parse_request(name: str, msg: ControlMessage) -> Request:
+def parse_request(name: str, msg: ControlMessage, authority: Authority | None = None
+                  ) -> Request:
     body = parse_json_object(msg.payload)
     rid = body.get("request_id")
     if rid is not None and (not isinstance(rid, str) or not 0 < len(rid) <= MAX_REQUEST_ID):
         raise RequestError(f"request_id must be text of 1 to {MAX_REQUEST_ID} characters")
+    if authority is not None:
+        try:
+            authority.check_command(body)
+        except SignatureError as e:
+            # The request id, unverified, only to say which request was refused.
+            raise RequestError(str(e), request_id=rid) from None
     args = body.get("args", {})
     if not isinstance(args, dict):
         raise RequestError("args must be a JSON object")
@@ -135,10 +148,13 @@ class Control:
     def __init__(self, topics: Topics, send: Callable[..., None],
                  handlers: dict[str, Handler],
                  desired: Callable[[str, ControlMessage], None] | None = None,
-                 tick: Callable[[], None] | None = None) -> None:
+                 tick: Callable[[], None] | None = None,
+                 authority: Authority | None = None) -> None:
         """``desired`` takes desired-config documents (scope 'fleet' or 'device'); None:
         this unit takes none (it is not subscribed to them). ``tick`` runs about once a
-        second on the stage's thread (judging a change on trial)."""
+        second on the stage's thread (judging a change on trial). ``authority`` checks
+        commands' signatures (agent/signing.py)."""
+        self.authority = authority
         self.topics = topics
         self.send = send
         self.handlers = handlers
@@ -204,7 +220,7 @@ class Control:
         name = msg.topic[len(prefix):]
         request: Request | None = None
         try:
-            request = parse_request(name, msg)
+            request = parse_request(name, msg, self.authority)
             if msg.retained:
                 # A retained command would run again at every reconnect: the office must
                 # not retain them, and a stale one is not done.
@@ -217,6 +233,8 @@ class Control:
         except RequestError as e:
             self.stats.refused += 1
             log.warning("command %s refused: %s", name[:64], e)
+            if request is None and e.request_id is not None:
+                request = Request(name, e.request_id)
             self._answer(name, request, msg, ok=False, error=str(e))
             return
         log.info("command %s done%s", name, f" (request {request.request_id})"

@@ -29,6 +29,7 @@ from typing import Any
 
 from agent.config import Config, ConfigError, parse_config, read_config_file
 from agent.control import RequestError, parse_json_object
+from agent.signing import Authority, SignatureError
 
 log = logging.getLogger("control")
 
@@ -39,7 +40,12 @@ LOCAL_ONLY = {("device", "id"), ("store", "path")}
 
 
 class DocumentError(Exception):
-    """A desired-config document that cannot be used; the message says why."""
+    """A desired-config document that cannot be used; the message says why, and
+    ``request_id`` which request it was, when that much could be read."""
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 @dataclass(frozen=True)
@@ -56,27 +62,35 @@ class Desired:
                 "request_id": self.request_id}
 
 
-def parse_desired(scope: str, payload: bytes) -> Desired:
-    """A document from its payload, or DocumentError saying what is wrong with it."""
+def parse_desired(scope: str, payload: bytes, authority: Authority | None = None) -> Desired:
+    """A document from its payload, or DocumentError saying what is wrong with it
+    (its signature included, when ``authority`` asks for one)."""
     try:
         body = parse_json_object(payload)
     except RequestError as e:
         raise DocumentError(str(e)) from None
-    version = body.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-        raise DocumentError("version must be a whole number, 0 or more")
-    cfg = body.get("config")
-    if not isinstance(cfg, dict):
-        raise DocumentError("config must be a JSON object of sections")
-    for section, keys in cfg.items():
-        if not isinstance(keys, dict):
-            raise DocumentError(f"config.{section} must be an object of keys")
-        for key in keys:
-            if (section, key) in LOCAL_ONLY:
-                raise DocumentError(f"{section}.{key} is the unit's own, set in its file only")
     rid = body.get("request_id")
     if rid is not None and (not isinstance(rid, str) or not 0 < len(rid) <= 128):
         raise DocumentError("request_id must be text of 1 to 128 characters")
+    try:
+        if authority is not None:
+            authority.check_document(body)
+    except SignatureError as e:
+        # The request id, unverified, only to say which request was refused.
+        raise DocumentError(str(e), request_id=rid) from None
+    version = body.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise DocumentError("version must be a whole number, 0 or more", request_id=rid)
+    cfg = body.get("config")
+    if not isinstance(cfg, dict):
+        raise DocumentError("config must be a JSON object of sections", request_id=rid)
+    for section, keys in cfg.items():
+        if not isinstance(keys, dict):
+            raise DocumentError(f"config.{section} must be an object of keys", request_id=rid)
+        for key in keys:
+            if (section, key) in LOCAL_ONLY:
+                raise DocumentError(f"{section}.{key} is the unit's own, set in its file only",
+                                    request_id=rid)
     return Desired(scope, version, cfg, rid)
 
 

@@ -71,6 +71,7 @@ from agent.health import Health, Notifier, machine, without_none
 from agent.perception import Perception
 from agent.privacy import Redactor
 from agent.records import ControlMessage, Event, EventIds, Fix, iso_utc, new_event_id
+from agent.signing import Authority, SeenCommands
 from agent.sources import FrameSource, OpenCVSource, SourceError, open_source
 from agent.stages import Faults, FrameSlot, Heartbeat, Stage, StageState
 from agent.store import Store, StoreError
@@ -236,9 +237,12 @@ class Pipeline:
         self._restart_asked = threading.Event()
         if cfg.mqtt is not None:
             topics = Topics(cfg.mqtt.root, cfg.device.id)
+            self.authority = Authority(lambda: self.cfg.control.trusted_keys,
+                                       self._trusted_now,
+                                       SeenCommands(state_dir(cfg) / "seen-commands.json"))
             self.control = Control(topics, self._send, self._command_handlers(),
                                    desired=self._on_desired if file_data is not None else None,
-                                   tick=self._judge_trial)
+                                   tick=self._judge_trial, authority=self.authority)
             self.uplink = self._make_uplink(cfg)
         self.writer = StoreWriter(self.store_path, cfg.store.max_held,
                                   on_commit=self.uplink.notify if self.uplink else None,
@@ -458,6 +462,13 @@ class Pipeline:
         with self._reconfig:
             self._take_desired(scope, msg)
 
+    def _trusted_now(self) -> datetime | None:
+        """UTC now from GPS or an NTP-set clock; None while neither (signed commands'
+        expiry cannot be judged then)."""
+        if self.clock.time_source() == "unverified":
+            return None
+        return self.clock.frame_time(datetime.now(UTC), time.monotonic())
+
     def _take_desired(self, scope: str, msg: ControlMessage) -> None:
         assert self.file_data is not None
         if not msg.payload:
@@ -469,9 +480,9 @@ class Pipeline:
         if self._rejected.get(scope) == msg.payload:
             return  # the broker's retained copy of what was rejected, after a reconnect
         try:
-            doc = parse_desired(scope, msg.payload)
+            doc = parse_desired(scope, msg.payload, self.authority)
         except DocumentError as e:
-            self._reject(scope, None, msg, reason=str(e))
+            self._reject(scope, None, msg, reason=str(e), request_id=e.request_id)
             return
         current = self.docs.get(scope)
         if current is not None and doc.version <= current.version:
@@ -696,11 +707,12 @@ class Pipeline:
     def _report(self, status: str, scope: str, doc: Desired | None, msg: ControlMessage,
                 reason: str | None = None, problems: list[dict[str, Any]] | None = None,
                 changed: list[str] | None = None, restarted: list[str] | None = None,
-                on_trial: list[str] | None = None) -> None:
-        """The config report (retained on config/reported, docs/mqtt.md)."""
+                on_trial: list[str] | None = None, request_id: str | None = None) -> None:
+        """The config report (retained on config/reported, docs/mqtt.md); ``request_id``
+        for a payload that could not be read as a document."""
         body = without_none({
             "status": status, "scope": scope, "version": doc.version if doc else None,
-            "request_id": doc.request_id if doc else None,
+            "request_id": doc.request_id if doc else request_id,
             "in_force": {s: d.version for s, d in self.docs.items()},
             "config_version": self.cfg.version, "config_hash": self.cfg.content_hash(),
             "changed": changed or None, "restarted": restarted or None,

@@ -214,12 +214,13 @@ class Uplink:
         self._wake.set()
 
     def send_now(self, topic: str, payload: bytes) -> bool:
-        """Publish at QoS 0 if connected now, else not at all (telemetry: a stale report
-        is noise). From any thread; False when not connected."""
+        """Publish at QoS 0, retained, if connected now, else not at all (telemetry: a
+        stale report is noise, and the newest stays on the broker for ``fleet status``).
+        From any thread; False when not connected."""
         if not self.stats.connected:
             return False
         with self._out_lock:
-            self._outgoing.append((topic, payload, 0, False, None))
+            self._outgoing.append((topic, payload, 0, True, None))
         self._wake.set()
         return True
 
