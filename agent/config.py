@@ -269,6 +269,8 @@ class ControlConfig(Section):
     grace_s: Annotated[float, Field(ge=5, le=3600)] = 60.0
     """After a change from the office, how long the unit has to show it can still work
     (broker reached, camera giving frames, model running) before it rolls the change back."""
+    max_model_mb: Annotated[float, Field(gt=0, le=2048)] = 100.0
+    """The largest model a desired config may have the unit download."""
     trusted_keys: list[Annotated[str, Field(min_length=40, max_length=60)]] = []
     """Ed25519 public keys (base64 of the 32 raw bytes) the office signs with; when given,
     desired configs and commands must carry a valid signature from one of them

@@ -163,7 +163,7 @@ class Control:
         self.stats = ControlStats()
         self.faults = Faults("control", item="message")
         self.heartbeat = Heartbeat()
-        self._queue: deque[ControlMessage] = deque()
+        self._queue: deque[ControlMessage | Callable[[], None]] = deque()
         self._cond = threading.Condition()
         self._closed = False
 
@@ -186,6 +186,13 @@ class Control:
             self._queue.append(msg)
             self._cond.notify()
 
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the stage's thread, in turn with the messages (e.g. a model
+        download that finished on a thread of its own); never dropped."""
+        with self._cond:
+            self._queue.append(fn)
+            self._cond.notify()
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -204,6 +211,10 @@ class Control:
                     self._cond.wait(1.0)
                     continue
                 msg = self._queue.popleft()
+            if callable(msg):
+                with self.faults.guard("a follow-up"):
+                    msg()
+                continue
             self.stats.received += 1
             with self.faults.guard(f"a message on {msg.topic[:120]}"):
                 self._handle(msg)

@@ -27,8 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config, ConfigError, parse_config, read_config_file
+from agent.config import Config, ConfigError, StoreConfig, parse_config, read_config_file
 from agent.control import RequestError, parse_json_object
+from agent.model_update import (
+    ModelSpec,
+    ModelSpecError,
+    installed_paths,
+    is_installed,
+    models_dir,
+)
 from agent.signing import Authority, SignatureError
 
 log = logging.getLogger("control")
@@ -56,10 +63,15 @@ class Desired:
     version: int
     config: dict[str, dict[str, Any]] = field(default_factory=dict)
     request_id: str | None = None
+    model: ModelSpec | None = None
+    """A new detector model to fetch (agent/model_update.py)."""
 
     def as_json(self) -> dict[str, Any]:
-        return {"scope": self.scope, "version": self.version, "config": self.config,
-                "request_id": self.request_id}
+        out = {"scope": self.scope, "version": self.version, "config": self.config,
+               "request_id": self.request_id}
+        if self.model is not None:
+            out["model"] = self.model.as_json()
+        return out
 
 
 def parse_desired(scope: str, payload: bytes, authority: Authority | None = None) -> Desired:
@@ -81,7 +93,7 @@ def parse_desired(scope: str, payload: bytes, authority: Authority | None = None
     version = body.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 0:
         raise DocumentError("version must be a whole number, 0 or more", request_id=rid)
-    cfg = body.get("config")
+    cfg = body.get("config", {} if "model" in body else None)  # a model alone is a change
     if not isinstance(cfg, dict):
         raise DocumentError("config must be a JSON object of sections", request_id=rid)
     for section, keys in cfg.items():
@@ -91,17 +103,39 @@ def parse_desired(scope: str, payload: bytes, authority: Authority | None = None
             if (section, key) in LOCAL_ONLY:
                 raise DocumentError(f"{section}.{key} is the unit's own, set in its file only",
                                     request_id=rid)
-    return Desired(scope, version, cfg, rid)
+    model = None
+    if "model" in body:
+        try:
+            model = ModelSpec.parse(body["model"])
+        except ModelSpecError as e:
+            raise DocumentError(str(e), request_id=rid) from None
+        if "model" in cfg.get("detector", {}) or "labels" in cfg.get("detector", {}):
+            raise DocumentError("a document with a model to fetch cannot also set "
+                                "detector.model or detector.labels", request_id=rid)
+    return Desired(scope, version, cfg, rid, model)
+
+
+def file_models_dir(file_data: dict[str, Any]) -> Path:
+    """Where fetched models are kept: beside the outbox the file names (a document
+    cannot move it)."""
+    return models_dir(Path(file_data.get("store", {}).get("path", StoreConfig().path)))
 
 
 def layered(file_data: dict[str, Any], docs: dict[str, Desired]) -> dict[str, Any]:
-    """The file's data with the documents over it, key by key, fleet then device."""
+    """The file's data with the documents over it, key by key, fleet then device; a
+    document's fetched model is its detector.model (and labels)."""
     out = json.loads(json.dumps(file_data, default=str))
     for scope in SCOPES:
         doc = docs.get(scope)
         if doc is None:
             continue
-        for section, keys in doc.config.items():
+        config = doc.config
+        if doc.model is not None:
+            model, labels = installed_paths(file_models_dir(file_data), doc.model)
+            config = {**config, "detector": {**config.get("detector", {}),
+                                             "model": str(model), "labels": labels and
+                                             str(labels)}}
+        for section, keys in config.items():
             current = out.get(section)
             if isinstance(current, dict):
                 current.update(keys)
@@ -154,8 +188,9 @@ def mark_rolled_back(directory: Path, doc: Desired) -> None:
 def _read_doc(path: Path, scope: str) -> Desired | None:
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
+        model = ModelSpec.parse(body["model"]) if body.get("model") else None
         return Desired(scope, int(body["version"]), dict(body["config"]),
-                       body.get("request_id"))
+                       body.get("request_id"), model)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -196,6 +231,12 @@ def load_in_force(config_path: Path) -> tuple[Config, dict[str, Any], dict[str, 
     file_data = read_config_file(config_path)
     base = parse_config(file_data, source=str(config_path))
     docs = load_kept(state_dir(base))
+    for scope, doc in list(docs.items()):
+        if doc.model is not None and not is_installed(file_models_dir(file_data), doc.model):
+            log.error("the %s config version %d from the office names a model that is no "
+                      "longer on this unit (%s); that document is not in force", scope,
+                      doc.version, installed_paths(file_models_dir(file_data), doc.model)[0])
+            del docs[scope]
     if not docs:
         return base, file_data, {}
     try:

@@ -56,6 +56,7 @@ from agent.desired import (
     Desired,
     DocumentError,
     effective,
+    file_models_dir,
     forget,
     load_rolled_back,
     mark_rolled_back,
@@ -68,6 +69,14 @@ from agent.events import BestShots, EventBuilder, RecentFindings
 from agent.findings import FIX_WAIT_S, FindingStage
 from agent.gps import ClockCheck, FixHistory, GpsdReader, recording_time
 from agent.health import Health, Notifier, machine, without_none
+from agent.model_update import (
+    FetchError,
+    fetch,
+    is_installed,
+    models_dir,
+    prune,
+    remove_installed,
+)
 from agent.perception import Perception
 from agent.privacy import Redactor
 from agent.records import ControlMessage, Event, EventIds, Fix, iso_utc, new_event_id
@@ -216,10 +225,15 @@ class Pipeline:
         """Per scope, the last document rolled back: it and older ones are not tried again."""
         self._rejected: dict[str, bytes] = {}
         """Per scope, the last payload rejected: its retained copy is not reported again."""
-        self._reconfig = threading.Lock()
+        self._reconfig = threading.RLock()
         self._trial: _Trial | None = None
+        self._fetching: Desired | None = None
+        """The document whose model is being downloaded."""
         feeds = feeds if feeds is not None else live_feeds(cfg)
         self.store_path = Path(store_path or cfg.store.path)
+        self._models_dir = (file_models_dir(file_data) if file_data is not None
+                            else models_dir(self.store_path))
+        """Where models the office sends are kept (agent/model_update.py)."""
         # The outbox first: a unit with an unusable store must say so at start, not at
         # its first finding. Opened here only to check it and read what the stages
         # start from; the writer and the uplink each open their own on their thread.
@@ -503,16 +517,42 @@ class Pipeline:
             self._report("rejected", scope, doc, msg, reason="the change before it is still "
                          "on trial; send it again in a moment")
             return
+        if self._fetching is not None:
+            if self._fetching != doc:  # (its retained copy again is no news)
+                self._report("rejected", scope, doc, msg, reason="a model download for "
+                             f"{self._fetching.scope} version {self._fetching.version} is "
+                             "in progress; send it again when that is reported")
+            return
         new_docs = {**self.docs, scope: doc}
         try:
             new_cfg = effective(self.file_data, new_docs, f"{scope} config {doc.version}")
+            if doc.model is not None and not is_installed(self._models_dir, doc.model):
+                self._start_fetch(scope, doc, msg)  # back here once it is in
+                return
+            old_model = self.cfg.detector.model_path()
             changed, restarted = self._apply(new_cfg, new_docs)
         except ConfigError as e:
             self._reject(scope, doc, msg, problems=e.details, reason="; ".join(e.problems))
             return
-        except (DetectorError, SourceError, UplinkError) as e:
+        except DetectorError as e:
+            if doc.model is None:
+                self._reject(scope, doc, msg, reason=str(e))
+                return
+            # A fetched model that does not load or run: the one in force never stopped;
+            # the document is not tried again from its retained copy, nor downloaded.
+            self._model_step(doc, msg, "rolled_back", reason=str(e))
+            remove_installed(self._models_dir, doc.model)
+            mark_rolled_back(state_dir(self.cfg), doc)
+            self._rolled_back[scope] = doc
+            self._report("rolled_back", scope, doc, msg, reason=f"the model from "
+                         f"{doc.model.url} does not work ({e}); the model in force stays")
+            return
+        except (SourceError, UplinkError) as e:
             self._reject(scope, doc, msg, reason=str(e))
             return
+        if doc.model is not None:
+            self._model_step(doc, msg, "swapped", model=str(new_cfg.detector.model_path()))
+            prune(self._models_dir, keep={new_cfg.detector.model_path(), old_model})
         persist(state_dir(self.cfg), doc)
         previous = self.docs
         self.docs = new_docs
@@ -523,6 +563,57 @@ class Pipeline:
                                  self._trial_baseline())
         self._report("accepted", scope, doc, msg, changed=changed, restarted=restarted,
                      on_trial=sorted(needs) or None)
+
+    def _start_fetch(self, scope: str, doc: Desired, msg: ControlMessage) -> None:
+        """Download the document's model on a thread of its own (a slow link must not
+        hold up commands); the control stage takes the document again when it is in."""
+        assert doc.model is not None and self.control is not None
+        spec, control = doc.model, self.control
+        self._fetching = doc
+        max_bytes = int(self.cfg.control.max_model_mb * 1024 * 1024)
+        log.info("fetching the model for the %s config version %d from %s", scope,
+                 doc.version, spec.url)
+
+        def done(error: FetchError | None) -> None:  # on the control stage's thread
+            with self._reconfig:
+                self._fetching = None
+                if error is None:
+                    self._take_desired(scope, msg)
+                    return
+                self._model_step(doc, msg, "failed", reason=str(error))
+                if error.permanent:  # the same document would fail the same way
+                    self._reject(scope, doc, msg, reason=str(error))
+                else:  # the link: its retained copy is tried again at the next connection
+                    self._report("rejected", scope, doc, msg, reason=str(error))
+
+        def job() -> None:
+            error: FetchError | None = None
+            try:
+                fetch(spec, self._models_dir, max_bytes,
+                      lambda step, figures: self._model_step(doc, msg, step, **figures),
+                      self.stop_requested)
+            except FetchError as e:
+                error = e
+            except Exception as e:  # a bug must not leave it "in progress" for ever
+                log.exception("the model download failed")
+                error = FetchError(f"download failed: {e}", permanent=False)
+            control.call_soon(lambda: done(error))
+
+        threading.Thread(target=job, name="model-fetch", daemon=True).start()
+
+    def _model_step(self, doc: Desired, msg: ControlMessage, step: str, **figures: Any
+                    ) -> None:
+        """A step of a model update, retained on model/progress (docs/mqtt.md)."""
+        assert doc.model is not None
+        body = without_none({"step": step, "scope": doc.scope, "version": doc.version,
+                             "request_id": doc.request_id, "url": doc.model.url,
+                             "sha256": doc.model.sha256, **figures,
+                             "at": iso_utc(datetime.now(UTC))})
+        log.info("model update (%s config version %d): %s%s", doc.scope, doc.version, step,
+                 "".join(f", {k} {v}" for k, v in figures.items()))
+        if self.uplink is not None:
+            self._send(self.uplink.topics.model_progress, json.dumps(body).encode(),
+                       retain=True, correlation_data=msg.correlation_data)
 
     def _reject(self, scope: str, doc: Desired | None, msg: ControlMessage,
                 status: str = "rejected", **why: Any) -> None:
@@ -547,7 +638,10 @@ class Pipeline:
         detectors = None
         if self.perception is not None and detector_keys:
             detectors = (build_detector(new), build_detector(new, threads=1))
-            detectors[0].detect(np.zeros((new.camera.height, new.camera.width, 3), np.uint8))
+            # Run on the newest frame (what it will see), or a blank one before any.
+            last = self.perception.last_frame
+            detectors[0].detect(last.image if last is not None else
+                                np.zeros((new.camera.height, new.camera.width, 3), np.uint8))
         elif self.perception is not None:
             d = new.detector
             for det in (self.perception.detector, self._look):

@@ -47,6 +47,11 @@ class Topics:
         return f"{self.base}/config/reported"
 
     @property
+    def model_progress(self) -> str:
+        """Each step of a model update (retained: the latest)."""
+        return f"{self.base}/model/progress"
+
+    @property
     def commands(self) -> str:
         """The subscription for every command (not their results, a level deeper)."""
         return f"{self.base}/cmd/+"

@@ -228,6 +228,7 @@ class Uplink:
         """A new config in force whose [mqtt] is the same (a new [mqtt] needs a new
         Uplink): retention as it now says, and the retained status saying its version."""
         self.cfg = cfg
+        self._status_extra["model"] = cfg.detector.model.stem
         with self._out_lock:
             self._outgoing.append((self.topics.status, self._status_payload("online"), 1,
                                    True, None))
