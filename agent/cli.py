@@ -414,6 +414,17 @@ def _status_lines(r: dict) -> list[tuple[str, str]]:
                                f"not connected ({b.get('last_error', 'connecting')})")
                     + (f", PUBACK in {b['puback_ms']} ms" if "puback_ms" in b else "")
                     + f", {b['reconnects']} connections"))
+    if link := r.get("link"):
+        used = [f"{link['used_mb_today']} of {link['budget_mb_per_day']} MB today"
+                if "budget_mb_per_day" in link else f"{link['used_mb_today']} MB today",
+                f"{link['used_mb_month']} of {link['budget_mb_per_month']} MB this month"
+                if "budget_mb_per_month" in link else None]
+        via = (f" via {link['interface']}{' (cheap)' if link.get('cheap') else ''}"
+               if link.get("interface") else "")
+        out.append(("link", ", ".join(u for u in used if u) + via
+                    + f"; pictures {link['images']}"))
+        for why in link.get("holding", []):
+            out.append(("HELD", why))
     m = r.get("machine", {})
     bits = [f"disk {m['disk_free_mb']:.0f} MB free" if "disk_free_mb" in m else None,
             f"RSS {m['rss_mb']:.0f} MB" if "rss_mb" in m else None,

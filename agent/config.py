@@ -290,6 +290,29 @@ class ControlConfig(Section):
         return keys
 
 
+class LinkConfig(Section):
+    """The uplink on a metered (LTE) link: what a unit may spend, and on what first."""
+
+    budget_mb_per_day: Annotated[float, Field(gt=0)] | None = None
+    """Bytes the unit may send per UTC day; None: no daily cap."""
+    budget_mb_per_month: Annotated[float, Field(gt=0)] | None = None
+    """Per calendar month (UTC); None: no monthly cap."""
+    rate_kbps: Annotated[float, Field(gt=0)] | None = None
+    """The average send rate, kilobits per second; None: as fast as the link goes."""
+    images: Literal["always", "cheap_link", "on_request"] = "always"
+    """Full pictures: with their findings (while the budget allows), only over a cheap
+    link (cheap_interfaces), or only when the office asks (the send-image command). The
+    crop always goes with its finding."""
+    cheap_interfaces: list[str] = []
+    """Network interfaces that cost nothing (the depot's Wi-Fi, e.g. ["wlan0"]): while the
+    broker is reached through one, held pictures go and nothing counts against a budget."""
+    images_below: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """Full pictures use a budget only while less than this share of it is used: the
+    rest is kept for findings."""
+    telemetry_below: Annotated[float, Field(gt=0, le=1)] = 0.8
+    """Telemetry goes only while less than this share of a budget is used."""
+
+
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -307,6 +330,7 @@ class Config(Section):
     """No [mqtt] section: findings stay in the store until one is configured."""
     health: HealthConfig = HealthConfig()
     control: ControlConfig = ControlConfig()
+    link: LinkConfig = LinkConfig()
     logging: LoggingConfig = LoggingConfig()
 
     def content_hash(self) -> str:

@@ -843,7 +843,7 @@ class Pipeline:
         handlers: dict[str, Handler] = {
             "ping": self._cmd_ping, "flush": self._cmd_flush,
             "purge-delivered": self._cmd_purge_delivered, "snapshot": self._cmd_snapshot,
-            "restart": self._cmd_restart}
+            "restart": self._cmd_restart, "send-image": self._cmd_send_image}
         if self.config_path is not None:
             handlers["reload-config"] = self._cmd_reload_config
         return handlers
@@ -865,6 +865,24 @@ class Pipeline:
             self.uplink.notify()
         with Store(self.store_path) as store:
             return {"pending": store.counts()["pending"]}
+
+    def _cmd_send_image(self, req: Request) -> dict[str, Any]:
+        """A finding's full picture, now, whatever link.images says (the office asked)."""
+        event_id = req.args.get("event_id")
+        if not isinstance(event_id, str) or not 0 < len(event_id) <= 64:
+            raise RequestError("args.event_id must name a finding (its id)")
+        with Store(self.store_path) as store:
+            stored = store.get(event_id)
+        if stored is None:
+            raise RequestError(f"no finding {event_id} on this unit (pruned, or never here)")
+        if not stored.event.image_jpeg:
+            raise RequestError(f"finding {event_id} has no picture any more (evicted to keep "
+                               "the outbox within store.quota_mb)")
+        assert self.uplink is not None
+        self.uplink.request_image(event_id)
+        return {"event_id": event_id, "topic": self.uplink.topics.image(event_id),
+                "bytes": len(stored.event.image_jpeg), "sha256": stored.image_sha256,
+                "queued": True}
 
     def _cmd_purge_delivered(self, req: Request) -> dict[str, Any]:
         with Store(self.store_path) as store:
@@ -961,6 +979,15 @@ class Pipeline:
             report["broker"] = {"connected": u.connected, "puback_ms": u.puback_ms,
                                 "reconnects": u.reconnects, "rejected": u.rejected,
                                 "last_error": u.last_error or None}
+            link, lc = self.uplink.link, self.cfg.link
+            report["link"] = {
+                "cheap": link.cheap, "interface": link.interface, "images": lc.images,
+                "used_mb_today": link.used_mb_today,
+                "budget_mb_per_day": lc.budget_mb_per_day,
+                "used_mb_month": link.used_mb_month,
+                "budget_mb_per_month": lc.budget_mb_per_month, "rate_kbps": lc.rate_kbps,
+                "images_held": link.images_held,
+                "telemetry_skipped": link.telemetry_skipped, "holding": link.holding}
         report["machine"] = machine(self.store_path.parent)
         self._last_report = (now, analysed, self.uplink.stats.delivered if self.uplink else 0)
         return report

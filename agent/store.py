@@ -37,7 +37,7 @@ import sqlite_utils
 
 from agent.records import Event, PastFinding, Position, iso_utc, parse_iso_utc
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 log = logging.getLogger("store")
 
@@ -97,10 +97,19 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE images ADD COLUMN evicted_utc TEXT")
 
 
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    # A metered link (link.* in the config): a finding may be delivered while its full
+    # picture is held back for a cheaper link or the office's request (1 while it waits).
+    # Bytes sent per day and month are kept here so that a restart does not reset them.
+    db.execute("ALTER TABLE images ADD COLUMN held INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX images_held ON images (event_id) WHERE held = 1")
+    db.execute("CREATE TABLE link_usage (period TEXT PRIMARY KEY, bytes INTEGER NOT NULL)")
+
+
 # Forward migrations: MIGRATIONS[n] takes a database at schema n to n + 1.
 # Append only; never edit a released step.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2,
-                                                               _migrate_3]
+                                                               _migrate_3, _migrate_4]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -240,8 +249,10 @@ class Store:
                 "UPDATE events SET attempts = attempts + 1, last_attempt_utc = ? WHERE id = ?",
                 [(now, i) for i in ids])
 
-    def mark_delivered(self, ids: list[str]) -> None:
-        """Only for ids whose messages the broker has acknowledged."""
+    def mark_delivered(self, ids: list[str], images_held: set[str] | frozenset[str] = frozenset()
+                       ) -> None:
+        """Only for ids whose messages the broker has acknowledged; ``images_held``: those
+        delivered without their full picture, which waits (:meth:`held_images`)."""
         if not ids:
             return
         now = iso_utc(datetime.now(UTC))
@@ -250,6 +261,44 @@ class Store:
                 "UPDATE events SET state = 'delivered', delivered_utc = ? "
                 "WHERE id = ? AND state = 'pending'",
                 [(now, i) for i in ids])
+            held = [(i,) for i in ids if i in images_held]
+            if held:
+                self.db.conn.executemany(
+                    "UPDATE images SET held = 1 WHERE event_id = ? AND evicted_utc IS NULL",
+                    held)
+
+    def held_images(self, limit: int, exclude: set[str] | frozenset[str] = frozenset()
+                    ) -> list[tuple[str, bytes, str]]:
+        """Full pictures held back from delivered findings, oldest first:
+        (event id, JPEG, sha256)."""
+        rows = self.db.execute(
+            "SELECT event_id, jpeg, sha256 FROM images WHERE held = 1 AND evicted_utc IS NULL "
+            "ORDER BY event_id LIMIT ?", [limit + len(exclude)]).fetchall()
+        return [(i, bytes(j), h) for i, j, h in rows if i not in exclude][:limit]
+
+    def held_image_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM images WHERE held = 1 "
+                               "AND evicted_utc IS NULL").fetchone()[0]
+
+    def mark_images_sent(self, ids: list[str]) -> None:
+        """Held pictures the broker has acknowledged."""
+        if ids:
+            with self._write():
+                self.db.conn.executemany("UPDATE images SET held = 0 WHERE event_id = ?",
+                                         [(i,) for i in ids])
+
+    def add_link_usage(self, periods: list[str], nbytes: int) -> None:
+        """Count bytes sent against each period ('day:2026-11-30', 'month:2026-11')."""
+        with self._write():
+            self.db.conn.executemany(
+                "INSERT INTO link_usage (period, bytes) VALUES (?, ?) "
+                "ON CONFLICT (period) DO UPDATE SET bytes = bytes + excluded.bytes",
+                [(p, nbytes) for p in periods])
+
+    def link_usage(self, period: str) -> int:
+        row = self.db.execute("SELECT bytes FROM link_usage WHERE period = ?",
+                              [period]).fetchone()
+        return int(row[0]) if row else 0
 
     def size_bytes(self) -> int:
         """What the outbox takes on the card: the database and its write-ahead log."""
@@ -312,8 +361,10 @@ class Store:
         """Delete delivered events (and images) older than ``retention``; pending are kept."""
         cutoff = iso_utc((now or datetime.now(UTC)) - retention)
         with self._write():
+            # A finding whose picture is still held back stays until the picture goes.
             cur = self.db.execute(
-                "DELETE FROM events WHERE state = 'delivered' AND delivered_utc < ?", [cutoff])
+                "DELETE FROM events WHERE state = 'delivered' AND delivered_utc < ? AND id "
+                "NOT IN (SELECT event_id FROM images WHERE held = 1)", [cutoff])
             n = cur.rowcount
         if n:
             self._vacuum()

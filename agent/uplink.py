@@ -56,6 +56,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent import __version__
 from agent.backoff import Backoff
 from agent.config import Config, MqttConfig, TlsConfig
+from agent.link import MB, LinkReport, Meter, periods
 from agent.records import EVENT_SCHEMA_VERSION, ControlMessage, iso_utc
 from agent.stages import Heartbeat
 from agent.store import Store, StoredEvent
@@ -98,8 +99,10 @@ def build_tls_context(tls: TlsConfig) -> ssl.SSLContext:
     return ctx
 
 
-def event_message(stored: StoredEvent, device_id: str, topics: Topics) -> dict[str, Any]:
-    """The JSON published on ``{root}/{dev}/events`` (schema in docs/mqtt.md)."""
+def event_message(stored: StoredEvent, device_id: str, topics: Topics,
+                  image_held: bool = False) -> dict[str, Any]:
+    """The JSON published on ``{root}/{dev}/events`` (schema in docs/mqtt.md);
+    ``image_held``: the full picture does not come with it but later (a metered link)."""
     ev = stored.event
     pos = None
     if ev.position is not None:
@@ -120,7 +123,8 @@ def event_message(stored: StoredEvent, device_id: str, topics: Topics) -> dict[s
         # finding is still reported, without its pictures.
         "image": None if not ev.image_jpeg else {
             "topic": topics.image(ev.id), "content_type": "image/jpeg",
-            "bytes": len(ev.image_jpeg), "sha256": stored.image_sha256},
+            "bytes": len(ev.image_jpeg), "sha256": stored.image_sha256,
+            **({"held": True} if image_held else {})},
         # null, not absent, when there is no crop (stored before crops existed, or it
         # failed to encode): the receiver must not wait for one that will never come.
         "crop": None if ev.crop_jpeg is None else {
@@ -150,6 +154,8 @@ class _InFlight:
     event_id: str
     mids: set[int] = field(default_factory=set)
     sent_mono: float = field(default_factory=time.monotonic)
+    image_held: bool = False
+    """Delivered without its full picture, which waits in the outbox."""
 
 
 class Uplink:
@@ -188,6 +194,16 @@ class Uplink:
         self._inflight: dict[str, _InFlight] = {}
         self._mid_event: dict[int, str] = {}
         self._acked: list[str] = []
+        self._acked_held: set[str] = set()
+        self.meter = Meter(cfg.link)
+        self.link = LinkReport()
+        """The meter's view, for telemetry and status (refreshed by the uplink's thread)."""
+        self._mid_image: dict[int, str] = {}  # held pictures in flight: mid -> event id
+        self._images_acked: list[str] = []
+        self._image_requests: deque[str] = deque(maxlen=100)  # send-image, from any thread
+        self._recheck_link = False
+        self._used = (0, 0)  # bytes counted today and this month (refreshed from the outbox)
+        self._unsaved_bytes = 0
         self._held: dict[str, float] = {}  # event id -> monotonic time to retry a rejected one
         self._stop = threading.Event()
         self._stop_by = float("inf")  # monotonic deadline for delivery once stopping
@@ -228,10 +244,18 @@ class Uplink:
         """A new config in force whose [mqtt] is the same (a new [mqtt] needs a new
         Uplink): retention as it now says, and the retained status saying its version."""
         self.cfg = cfg
+        self.meter.cfg = cfg.link
+        self._recheck_link = True  # link.cheap_interfaces may have changed
         self._status_extra["model"] = cfg.detector.model.stem
         with self._out_lock:
             self._outgoing.append((self.topics.status, self._status_payload("online"), 1,
                                    True, None))
+        self._wake.set()
+
+    def request_image(self, event_id: str) -> None:
+        """The office asked for a finding's full picture (send-image): it goes as soon as
+        connected, whatever link.images says (from any thread)."""
+        self._image_requests.append(event_id)
         self._wake.set()
 
     def finish(self) -> None:
@@ -406,6 +430,12 @@ class Uplink:
         resend = len(self._inflight)
         self._inflight.clear()
         self._mid_event.clear()
+        self._mid_image.clear()
+        self.meter.on_connect(client.socket())
+        if self.meter.interface is not None:
+            log.info("the broker is reached through %s: %s", self.meter.interface,
+                     "a cheap link (held pictures go, nothing is counted)"
+                     if self.meter.cheap else "a metered link")
         self._connected = True
         self._connected_at = datetime.now(UTC)
         self.stats.connected = True
@@ -440,6 +470,11 @@ class Uplink:
                     return
                 item = self._outgoing.popleft()
             topic, payload, qos, retain, corr = item
+            if topic == self.topics.telemetry:
+                if not self.meter.allows("telemetry", len(payload), *self._used):
+                    self.meter.telemetry_skipped += 1  # the next one is fresher anyway
+                    continue
+                self._spend(len(payload) + len(topic))
             props = None
             if corr is not None and self.mq.protocol == "5":
                 props = Properties(PacketTypes.PUBLISH)
@@ -480,7 +515,76 @@ class Uplink:
 
     # --- delivery ---------------------------------------------------------
 
+    def _spend(self, nbytes: int) -> None:
+        """Count bytes sent: the rate limit's bucket, and the budgets (a cheap link's are
+        not counted). Counted in the outbox by :meth:`_fill_window`'s store."""
+        self.meter.spent(nbytes)
+        if self.meter.counts():
+            self._unsaved_bytes += nbytes
+            day, month = self._used
+            self._used = (day + nbytes, month + nbytes)
+
+    def _refresh_usage(self, store: Store) -> None:
+        if self._unsaved_bytes:
+            store.add_link_usage(list(periods()), self._unsaved_bytes)
+            self._unsaved_bytes = 0
+        day, month = periods()
+        self._used = (store.link_usage(day), store.link_usage(month))
+        held = store.held_image_count()
+        self.link = LinkReport(
+            cheap=self.meter.cheap, interface=self.meter.interface,
+            used_mb_today=round(self._used[0] / MB, 3),
+            used_mb_month=round(self._used[1] / MB, 3), images_held=held,
+            telemetry_skipped=self.meter.telemetry_skipped,
+            holding=self.meter.holding(*self._used, held))
+
+    def _send_images(self, store: Store) -> None:
+        """Held pictures: the ones the office asked for, then (findings first) the rest
+        as link.images and the budget allow."""
+        busy = set(self._mid_image.values())
+        while self._image_requests and self.meter.rate_ok():
+            event_id = self._image_requests.popleft()
+            stored = store.get(event_id)
+            if stored is not None and stored.event.image_jpeg and event_id not in busy:
+                self._publish_image(event_id, stored.event.image_jpeg)
+                busy.add(event_id)
+        mode = self.cfg.link.images
+        if mode == "on_request" or (mode == "cheap_link" and not self.meter.cheap):
+            return
+        if self._inflight or store.pending(1, exclude=set(self._held)):
+            return  # findings first
+        room = max(0, self.mq.inflight_window - len(self._mid_image))
+        for event_id, jpeg, _ in store.held_images(room, exclude=busy):
+            if not self.meter.rate_ok() or not self.meter.allows("image", len(jpeg),
+                                                                 *self._used):
+                return
+            self._publish_image(event_id, jpeg)
+
+    def _publish_image(self, event_id: str, jpeg: bytes) -> None:
+        props = None
+        if self.mq.protocol == "5":
+            props = Properties(PacketTypes.PUBLISH)
+            props.ContentType = "image/jpeg"
+        topic = self.topics.image(event_id)
+        info = self._client.publish(topic, jpeg, qos=1, properties=props)
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._mid_image[info.mid] = event_id
+            self._spend(len(jpeg) + len(topic))
+
     def _fill_window(self, store: Store) -> None:
+        if self._recheck_link:
+            self._recheck_link = False
+            was = self.meter.cheap
+            self.meter.on_connect(self._client.socket())
+            if self.meter.cheap != was:
+                log.info("the broker is reached through %s: %s", self.meter.interface,
+                         "a cheap link (held pictures go, nothing is counted)"
+                         if self.meter.cheap else "a metered link")
+        self._refresh_usage(store)
+        self._fill_events(store)
+        self._send_images(store)
+
+    def _fill_events(self, store: Store) -> None:
         slots = self.mq.inflight_window - len(self._inflight)
         if slots <= 0:
             return
@@ -494,6 +598,8 @@ class Uplink:
         batch = backlog + live
         sent = []
         for item in batch:
+            if not self.meter.rate_ok():
+                break  # the rate limit: the rest when the bucket has refilled
             if self._publish_event(item):
                 sent.append(item.event.id)
             else:
@@ -509,16 +615,26 @@ class Uplink:
             img_props.ContentType = "image/jpeg"
             json_props = Properties(PacketTypes.PUBLISH)
             json_props.ContentType = "application/json"
-        body = json.dumps(event_message(item, self.cfg.device.id, self.topics),
+        # Findings first: the event and its crop, within the budget; the full picture
+        # with them only while link.images and the budget allow, else it waits.
+        finding_bytes = 600 + (len(ev.crop_jpeg) if ev.crop_jpeg is not None else 0)
+        if not self.meter.allows("finding", finding_bytes, *self._used):
+            return False  # a budget is used up: it waits in the outbox
+        mode = self.cfg.link.images
+        with_image = bool(ev.image_jpeg) and (
+            self.meter.cheap or (mode == "always" and self.meter.allows(
+                "image", finding_bytes + len(ev.image_jpeg), *self._used)))
+        image_held = bool(ev.image_jpeg) and not with_image
+        body = json.dumps(event_message(item, self.cfg.device.id, self.topics, image_held),
                           separators=(",", ":")).encode()
         messages = []
-        if ev.image_jpeg:
+        if with_image:
             messages.append((self.topics.image(ev.id), ev.image_jpeg, img_props))
         if ev.crop_jpeg is not None:
             messages.append((self.topics.crop(ev.id), ev.crop_jpeg, img_props))
         messages.append((self.topics.events, body, json_props))
         # One entry for all of them: the event is delivered when every mid is acked.
-        entry = _InFlight(ev.id)
+        entry = _InFlight(ev.id, image_held=image_held)
         for topic, payload, props in messages:
             info = self._client.publish(topic, payload, qos=1, properties=props)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -528,6 +644,7 @@ class Uplink:
                 return False
             entry.mids.add(info.mid)
             self._mid_event[info.mid] = ev.id
+            self._spend(len(payload) + len(topic))
         self._inflight[ev.id] = entry
         self.stats.published += 1
         self.stats.inflight = len(self._inflight)
@@ -535,6 +652,10 @@ class Uplink:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                     reason: ReasonCode, props: Any) -> None:
+        if (image_of := self._mid_image.pop(mid, None)) is not None:
+            if not reason.is_failure:
+                self._images_acked.append(image_of)
+            return
         event_id = self._mid_event.pop(mid, None)
         if event_id is None:
             return  # the status message, or an ack from before a reconnect
@@ -556,13 +677,20 @@ class Uplink:
         if not entry.mids:
             del self._inflight[event_id]
             self._acked.append(event_id)
+            if entry.image_held:
+                self._acked_held.add(event_id)
             self.stats.puback_ms = round((time.monotonic() - entry.sent_mono) * 1000, 1)
 
     def _flush_acks(self, store: Store) -> None:
+        if self._images_acked:
+            images, self._images_acked = self._images_acked, []
+            store.mark_images_sent(images)
+            log.debug("broker acknowledged %d held pictures", len(images))
         if not self._acked:
             return
         acked, self._acked = self._acked, []
-        store.mark_delivered(acked)
+        held, self._acked_held = self._acked_held, set()
+        store.mark_delivered(acked, images_held=held)
         self.stats.delivered += len(acked)
         self.stats.inflight = len(self._inflight)
         log.debug("broker acknowledged %d events", len(acked))

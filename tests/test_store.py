@@ -70,7 +70,7 @@ def test_a_schema_1_store_is_migrated_to_the_latest_and_keeps_its_events(tmp_pat
     old = [make_event(i) for i in range(3)]
     _schema_1_store(db, old)
     with Store(db) as s:
-        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert s.counts() == {"pending": 2, "delivered": 1}
         got = {g.event.id: g for g in s.iter_events()}
         assert list(got) == [e.id for e in old]
@@ -86,7 +86,7 @@ def test_a_schema_1_store_is_migrated_to_the_latest_and_keeps_its_events(tmp_pat
         assert [p.event.id for p in s.pending(10)] == [old[1].id, old[2].id, new.id]
         assert s.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     with Store(db) as s:  # opening again migrates nothing twice
-        assert s.db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert len(list(s.iter_events())) == 4
 
 
@@ -160,6 +160,27 @@ def test_delivery_marks_and_retention(tmp_path: Path) -> None:
         # pending events are never pruned, however old
         assert s.counts() == {"pending": 3, "delivered": 0}
         assert s.db.execute("SELECT count(*) FROM images").fetchone()[0] == 3
+
+
+def test_a_picture_held_back_outlives_retention_until_it_has_gone(tmp_path: Path) -> None:
+    """A metered link delivered the finding without its picture: the picture waits, and
+    pruning keeps the finding until the picture has gone too."""
+    with Store(tmp_path / "o.db") as s:
+        evs = [make_event(i) for i in range(3)]
+        s.add_many(evs)
+        s.mark_delivered([evs[0].id, evs[1].id], images_held={evs[1].id})
+        assert [i for i, _, _ in s.held_images(10)] == [evs[1].id]
+        _, jpeg, sha = s.held_images(10)[0]
+        assert jpeg == evs[1].image_jpeg and sha == hashlib.sha256(jpeg).hexdigest()
+        later = datetime.now(UTC) + timedelta(hours=2)
+        assert s.prune(timedelta(hours=1), now=later) == 1  # the one whose picture went
+        assert s.get(evs[1].id) is not None and s.held_image_count() == 1
+        s.mark_images_sent([evs[1].id])
+        assert s.held_image_count() == 0
+        assert s.prune(timedelta(hours=1), now=later) == 1
+        s.add_link_usage(["day:2026-11-30", "month:2026-11"], 1000)
+        s.add_link_usage(["day:2026-11-30", "month:2026-11"], 24)
+        assert s.link_usage("day:2026-11-30") == 1024 and s.link_usage("day:2026-12-01") == 0
 
 
 def test_store_from_a_newer_agent_is_refused_not_damaged(tmp_path: Path) -> None:
