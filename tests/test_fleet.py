@@ -182,7 +182,7 @@ def test_fleet_status_and_a_fleet_push_name_every_unit(rig: SignedRig) -> None:
     wait_until(lambda: (rig.db.parent / "telemetry.json").exists(), 30, "telemetry")
 
     out = fleet(rig.broker, "push-config", "--fleet", _toml(rig.tmp / "f.toml", "[events]\n"
-                "min_score = 0.8\n"), "--key", str(rig.key), "--timeout", "15")
+                "min_score = 0.8\n"), "--key", str(rig.key), "--timeout", "6")
     assert out.returncode == 1, out.stdout  # not every unit answered
     assert "unit-s: accepted" in out.stdout
     assert "van-9: no report" in out.stdout
