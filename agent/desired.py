@@ -46,13 +46,9 @@ LOCAL_ONLY = {("device", "id"), ("store", "path")}
 """What only the unit's own file sets: who it is, and where its findings are kept."""
 
 
-class DocumentError(Exception):
+class DocumentError(RequestError):
     """A desired-config document that cannot be used; the message says why, and
     ``request_id`` which request it was, when that much could be read."""
-
-    def __init__(self, message: str, request_id: str | None = None) -> None:
-        super().__init__(message)
-        self.request_id = request_id
 
 
 @dataclass(frozen=True)
