@@ -158,6 +158,26 @@ class Gpsfake:
         self.stop()
         raise RuntimeError("gpsfake/gpsd did not start listening")
 
+    def wait_reporting(self, timeout: float = 30) -> None:
+        """Until gpsd reports the receiver's time (gpsfake adds its device a moment after
+        gpsd listens; on a busy machine, seconds): a receiver that is really there."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=2) as sock:
+                sock.sendall(b'?WATCH={"enable":true,"json":true};\n')
+                sock.settimeout(max(0.1, deadline - time.monotonic()))
+                buf = b""
+                while b'"class":"TPV"' not in buf or b'"time"' not in buf:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    buf = buf[-8192:] + chunk
+                else:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"gpsd on port {self.port} reported no receiver time in {timeout} s")
+
     def stop(self) -> None:
         if self.proc is not None:
             with contextlib.suppress(ProcessLookupError):

@@ -37,6 +37,7 @@ def line(out: str, part: str) -> str:
 def parts(tmp_path: Path) -> Iterator[tuple[Mosquitto, Gpsfake]]:
     broker = Mosquitto(tmp_path / "broker").start()
     fake = Gpsfake(SAMPLE / "track.nmea", cycle_s=0.1, loop=True).start()
+    fake.wait_reporting()  # the receiver is working before the doctor looks
     yield broker, fake
     fake.stop()
     broker.stop(signal.SIGKILL)
