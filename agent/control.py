@@ -123,12 +123,18 @@ def parse_json_object(payload: bytes) -> dict[str, Any]:
     return value
 
 
-def parse_request(name: str, msg: ControlMessage, authority: Authority | None = None
-                  ) -> Request:
-    body = parse_json_object(msg.payload)
+def request_id_of(body: dict[str, Any]) -> str | None:
+    """A payload's optional ``request_id`` (commands and desired configs alike)."""
     rid = body.get("request_id")
     if rid is not None and (not isinstance(rid, str) or not 0 < len(rid) <= MAX_REQUEST_ID):
         raise RequestError(f"request_id must be text of 1 to {MAX_REQUEST_ID} characters")
+    return rid
+
+
+def parse_request(name: str, msg: ControlMessage, authority: Authority | None = None
+                  ) -> Request:
+    body = parse_json_object(msg.payload)
+    rid = request_id_of(body)
     if authority is not None:
         try:
             authority.check_command(body)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Config, ConfigError, StoreConfig, parse_config, read_config_file
-from agent.control import RequestError, parse_json_object
+from agent.control import RequestError, parse_json_object, request_id_of
 from agent.model_update import (
     ModelSpec,
     ModelSpecError,
@@ -75,11 +75,9 @@ def parse_desired(scope: str, payload: bytes, authority: Authority | None = None
     (its signature included, when ``authority`` asks for one)."""
     try:
         body = parse_json_object(payload)
+        rid = request_id_of(body)
     except RequestError as e:
         raise DocumentError(str(e)) from None
-    rid = body.get("request_id")
-    if rid is not None and (not isinstance(rid, str) or not 0 < len(rid) <= 128):
-        raise DocumentError("request_id must be text of 1 to 128 characters")
     try:
         if authority is not None:
             authority.check_document(body)

@@ -551,6 +551,8 @@ class Uplink:
         mode = self.cfg.link.images
         if mode == "on_request" or (mode == "cheap_link" and not self.meter.cheap):
             return
+        if not self.link.images_held:  # (just counted): nothing to read from the outbox
+            return
         if self._inflight or store.pending(1, exclude=set(self._held)):
             return  # findings first
         room = max(0, self.mq.inflight_window - len(self._mid_image))
