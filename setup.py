@@ -7,7 +7,12 @@ setup(
     name="patrol-agent",
     version="0.1.0",
     description="Field collection agent for city patrol vehicles",
-    packages=find_packages(include=["agent", "agent.*"]),
+    # Two packages in one distribution: the agent (on the Pi) and the office (collector, store,
+    # map page; its dependencies are the [office] extra, never installed on a Pi).
+    packages=find_packages(include=["agent", "agent.*", "office", "office.*"]),
+    # The map page's own files and the vendored Leaflet (no CDN: the office may be offline).
+    package_data={"office": ["static/*", "static/*/*", "static/*/*/*", "static/*/*/*/*",
+                             "migrations/*/*.sql"]},
     # The default model and its labels, found by config.resolve_shipped under
     # <environment>/share/patrol-agent when the agent is installed rather than checked out.
     data_files=[("share/patrol-agent/models", ["models/civil-complaint.tflite",
@@ -44,7 +49,19 @@ setup(
         "train": [
             "tensorflow-cpu==2.21.0",
         ],
+        # The office: patrol-office serve (collector, complaints, map page, Open311).
+        "office": [
+            # The map page and its JSON/CSV/Open311 interfaces; werkzeug hashes passwords.
+            "flask>=3.0,<4",
+            # A production WSGI server in pure Python (no compiler on the office PC).
+            "waitress>=3.0,<4",
+            # PostgreSQL + PostGIS store, for a city past one machine (sqlite3 is the default).
+            "psycopg[binary]>=3.1,<4",
+        ],
         "test": [
+            "patrol-agent[office]",
+            # The map page in Debian's chromium + chromium-driver (no browser download).
+            "selenium>=4.20,<5",
             "pytest>=8",
             "pytest-timeout>=2.3",
             # Random and hostile payloads for the control topics.
@@ -54,5 +71,6 @@ setup(
             "ruff>=0.6",
         ],
     },
-    entry_points={"console_scripts": ["patrol-agent=agent.cli:main"]},
+    entry_points={"console_scripts": ["patrol-agent=agent.cli:main",
+                                      "patrol-office=office.cli:main"]},
 )

@@ -1,0 +1,89 @@
+-- The office's store, SQLite. Times are ISO 8601 UTC text ending in Z (they sort as time).
+CREATE TABLE sightings (
+    event_id     TEXT PRIMARY KEY,       -- the unit's UUIDv7: a duplicate delivery is a no-op
+    device       TEXT NOT NULL,
+    captured_at  TEXT NOT NULL,
+    received_at  TEXT NOT NULL,
+    label        TEXT NOT NULL,
+    score        REAL NOT NULL,
+    lat          REAL,                   -- NULL: the unit had no GPS fix; no complaint then
+    lon          REAL,
+    accuracy_m   REAL,
+    image_sha256 TEXT,
+    crop_sha256  TEXT,
+    complaint_id TEXT,
+    event_json   TEXT NOT NULL
+);
+CREATE INDEX sightings_by_place ON sightings (label, lat, lon);
+CREATE INDEX sightings_by_complaint ON sightings (complaint_id);
+CREATE INDEX sightings_by_device ON sightings (device, captured_at);
+
+-- Pictures may come before their event; `verified` once checked against its sha256.
+CREATE TABLE pictures (
+    event_id    TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('image', 'crop')),
+    device      TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    data        BLOB NOT NULL,
+    received_at TEXT NOT NULL,
+    verified    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (event_id, kind)
+);
+
+CREATE TABLE complaints (
+    id           TEXT PRIMARY KEY,       -- the event id of the sighting that started it
+    label        TEXT NOT NULL,
+    status       TEXT NOT NULL DEFAULT 'new',
+    lat          REAL NOT NULL,
+    lon          REAL NOT NULL,
+    first_seen   TEXT NOT NULL,
+    last_seen    TEXT NOT NULL,
+    sightings    INTEGER NOT NULL,
+    score        REAL NOT NULL,
+    best_event   TEXT NOT NULL,
+    vehicles     TEXT NOT NULL,          -- JSON list of device ids
+    duplicate_of TEXT,
+    follows      TEXT,                   -- the resolved complaint at this place before it
+    resolved_at  TEXT,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX complaints_by_place ON complaints (lat, lon);
+CREATE INDEX complaints_by_status ON complaints (status, label);
+
+CREATE TABLE complaint_history (
+    n            INTEGER PRIMARY KEY AUTOINCREMENT,
+    complaint_id TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    by_user      TEXT NOT NULL,
+    at           TEXT NOT NULL,
+    note         TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX history_by_complaint ON complaint_history (complaint_id, n);
+
+-- Complaints the office split apart: never merged again automatically.
+CREATE TABLE kept_apart (
+    a TEXT NOT NULL,
+    b TEXT NOT NULL,
+    PRIMARY KEY (a, b)
+);
+
+CREATE TABLE units (
+    device            TEXT PRIMARY KEY,
+    last_seen         TEXT NOT NULL,
+    status_json       TEXT,
+    telemetry_json    TEXT,
+    telemetry_at      TEXT,
+    config_json       TEXT,
+    lat               REAL,
+    lon               REAL,
+    position_at       TEXT
+);
+
+CREATE TABLE bad_messages (
+    reason      TEXT PRIMARY KEY,
+    count       INTEGER NOT NULL,
+    last_at     TEXT NOT NULL,
+    last_topic  TEXT NOT NULL,
+    last_detail TEXT NOT NULL
+);
