@@ -181,6 +181,10 @@
     return mb >= 1024 ? fmtNumber(mb / 1024, 1) + " GB" : fmtNumber(mb, 0) + " MB";
   }
 
+  /* Complaint ids are UUIDv7s, whose first digits are the time they were made and so much
+   * alike: their last 8 (random) digits tell them apart on one page. */
+  function shortId(id) { return "#" + String(id).slice(-8); }
+
   function classLabel(c) { return t("class." + c); }
   function statusLabel(s) { return t("status." + s); }
 
@@ -438,7 +442,12 @@
       "popup-status-text status-badge status-" + token(p.status));
     $(".popup-status-text", status).setAttribute("data-status", p.status);
     body.appendChild(status);
-    if (p.duplicate_of) body.appendChild(infoRow("popup.duplicate_of", "#" + p.duplicate_of));
+    if (p.duplicate_of) {
+      var orig = p.duplicate_of;
+      var link = el("a", { href: "#", className: "popup-original", title: String(orig), text: shortId(orig) });
+      link.addEventListener("click", function (e) { e.preventDefault(); focusComplaint(String(orig)); });
+      body.appendChild(el("tr", null, [el("th", { text: t("popup.duplicate_of") }), el("td", null, [link])]));
+    }
     table.appendChild(body);
     var sel = $(".popup-status", root);
     if (sel && !sel.matches(":focus")) sel.value = p.status;
@@ -463,7 +472,7 @@
       el("div", { className: "popup-title" }, [
         el("span", { className: "swatch cls-" + token(p["class"]) }),
         el("span", { text: classLabel(p["class"]) }),
-        el("span", { className: "cid", text: "#" + id })
+        el("span", { className: "cid", title: id, text: shortId(id) })
       ]),
       el("div", { className: "popup-images" }, [
         imageFigure(p.crop_url, "popup.crop", "popup-crop", false),
@@ -479,8 +488,11 @@
       var note = el("textarea", { className: "popup-note", rows: "2", placeholder: t("popup.note.placeholder"),
         "aria-label": t("popup.note") });
       var save = el("button", { type: "button", className: "popup-save", text: t("popup.save") });
-      save.addEventListener("click", function () { saveStatus(id, root, select, note, save); });
-      root.appendChild(el("div", { className: "popup-edit" }, [select, save, note]));
+      var original = el("select", { className: "popup-duplicate-of", "aria-label": t("popup.duplicate_pick"),
+        hidden: true });
+      select.addEventListener("change", function () { fillOriginals(id, original, select.value === "duplicate"); });
+      save.addEventListener("click", function () { saveStatus(id, root, select, original, note, save); });
+      root.appendChild(el("div", { className: "popup-edit" }, [select, save, original, note]));
     } else {
       root.appendChild(el("div", { className: "popup-hint", text: t("popup.login_to_edit") }));
     }
@@ -531,14 +543,48 @@
     renderList();
   }
 
-  function saveStatus(id, root, select, note, button) {
+  /* Metres between two [lat, lon] (equirectangular: enough within a city). */
+  function metres(a, b) {
+    var k = Math.PI / 180, x = (b[1] - a[1]) * k * Math.cos((a[0] + b[0]) / 2 * k), y = (b[0] - a[0]) * k;
+    return 6371000 * Math.sqrt(x * x + y * y);
+  }
+
+  /* "duplicate" needs the original: the loaded complaints of the same class that are not
+   * duplicates themselves, nearest first. */
+  function fillOriginals(id, select, show) {
+    select.hidden = !show;
+    if (!show) return;
+    var f = state.features[id];
+    var here = [f.geometry.coordinates[1], f.geometry.coordinates[0]];
+    var options = state.order.filter(function (other) {
+      var p = state.features[other].properties;
+      return other !== id && p["class"] === f.properties["class"] && p.status !== "duplicate";
+    }).map(function (other) {
+      var c = state.features[other].geometry.coordinates;
+      return { id: other, m: metres(here, [c[1], c[0]]), p: state.features[other].properties };
+    }).sort(function (a, b) { return a.m - b.m; }).slice(0, 20);
+    select.textContent = "";
+    if (!options.length) {
+      select.appendChild(el("option", { value: "", text: t("popup.duplicate_none") }));
+      return;
+    }
+    options.forEach(function (o) {
+      select.appendChild(el("option", { value: o.id, text: shortId(o.id) + " · " + Math.round(o.m) + " m · " +
+        statusLabel(o.p.status) + " · " + fmtTime(o.p.first_seen) }));
+    });
+  }
+
+  function saveStatus(id, root, select, original, note, button) {
+    var body = { status: select.value, note: note.value };
+    if (select.value === "duplicate") body.duplicate_of = original.value || null;
     button.disabled = true;
-    api("POST", "api/complaints/" + encodeURIComponent(id) + "/status",
-      { status: select.value, note: note.value }).then(function (detail) {
+    api("POST", "api/complaints/" + encodeURIComponent(id) + "/status", body).then(function (detail) {
       note.value = "";
       applyDetail(id, detail);
       if (detail && detail.history) fillHistory(root, detail.history);
       showMessage(t("popup.saved"), "info");
+      // A merge changes the original too (its sightings, its vehicles).
+      loadComplaints();
     }, function (err) {
       showError(err);
       if (err.status === 401) setUser(null);
@@ -652,7 +698,8 @@
       if (!u.position || typeof u.position.lat !== "number") return;
       var m = L.marker([u.position.lat, u.position.lon], {
         icon: L.divIcon({ className: "unit-marker " + (u.online ? "online" : "offline"), iconSize: [16, 16] }),
-        zIndexOffset: 1000, keyboard: false
+        // Beneath the complaints: a van parked on a finding must not hide it.
+        zIndexOffset: -1000, keyboard: false
       });
       m.bindTooltip(u.device + " · " + t(u.online ? "fleet.online" : "fleet.offline"), { direction: "top", offset: [0, -8] });
       m.on("add", function () { var e = m.getElement(); if (e) e.setAttribute("data-device", u.device); });
@@ -757,6 +804,9 @@
     legend.onAdd = function () { return el("div", { className: "legend" }); };
     legend.addTo(map);
     renderLegend();
+
+    // The panels beside the map change size (a narrow window, the list growing).
+    if (window.ResizeObserver) new ResizeObserver(function () { map.invalidateSize(); }).observe($("#map"));
 
     var moveTimer = null;
     map.on("moveend", function () {
