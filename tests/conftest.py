@@ -394,7 +394,7 @@ def make_event(i: int = 0, label: str = "garbage") -> Event:
         captured_utc=datetime.now(UTC),
         captured_mono=time.monotonic(),
         image_jpeg=make_jpeg(i % 8),
-        position=Position(37.5665 + i * 1e-5, 126.9780, 4.0, "vehicle"),
+        position=Position(37.6584 + i * 1e-5, 126.8320, 4.0, "vehicle"),
         model="test-model",
         config_version=3,
         attributes={"n": i},
@@ -521,3 +521,22 @@ def unit_config(path: Path, *, device: str, camera: str | None, db: Path,
                  'reconnect_max_s = 1.0\nkeepalive_s = 5\n')
     path.write_text(text + extra)
     return path
+
+
+# --- the office --------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """One PostgreSQL 15 + PostGIS cluster for the session; each test takes a new database."""
+    from tests.office_rig import Postgres
+    pg = Postgres().start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The office store's URL, once for each engine."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/office.sqlite"
+    return request.getfixturevalue("postgres").new_database()
