@@ -974,6 +974,12 @@ class Pipeline:
                              "clock_offset_s": None if g.clock_offset_s is None
                              else round(g.clock_offset_s, 3),
                              "time_source": self.clock.time_source()}
+            last = self.gps.history.last()
+            if last is not None and last.lat is not None and last.lon is not None:
+                # The office's fleet panel puts the unit on the map from this.
+                report["gps"]["position"] = {
+                    "lat": round(last.lat, 6), "lon": round(last.lon, 6),
+                    "at": last.utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
         if self.uplink is not None:
             u = self.uplink.stats
             report["broker"] = {"connected": u.connected, "puback_ms": u.puback_ms,

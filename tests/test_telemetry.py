@@ -64,6 +64,8 @@ def test_telemetry_carries_real_figures_and_status_shows_them(tmp_path: Path) ->
     assert g["connected"] and g["fix"] and g["mode"] >= 2
     assert 0 < g["satellites_used"] <= g["satellites_seen"]
     assert abs(g["clock_offset_s"]) > 1e6 and g["time_source"] == "gps"  # a log from 2018
+    pos = g["position"]  # the office's fleet panel places the unit from it
+    assert -90 <= pos["lat"] <= 90 and -180 <= pos["lon"] <= 180 and pos["at"].endswith("Z")
     m = r["machine"]
     assert m["disk_free_mb"] > 0 and 30 < m["rss_mb"] < 2000 and m["load_1m"] >= 0
     if not Path("/sys/class/thermal/thermal_zone0/temp").exists():
