@@ -136,8 +136,12 @@ CNF
         -addext "keyUsage=critical,keyCertSign,cRLSign" \
         -addext "subjectKeyIdentifier=hash" -out "$DIR/ca.pem" 2>/dev/null
     gencrl
+    # Both password files exist from the start: Mosquitto will not start without a file
+    # its config names, and an empty one lets nobody in.
+    (umask 077 && : >"$DIR/office.passwd" && : >"$DIR/units.passwd")
     echo "  $DIR/ca.pem  made ($name, $days days); its key ca.key stays here, mode 0600"
     echo "  $DIR/crl.pem  made (nothing revoked)"
+    echo "  $DIR/office.passwd, units.passwd  made, empty (add accounts with 'account NAME')"
 }
 
 cmd_server() {
