@@ -18,7 +18,7 @@ done
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
 python3 -m venv .venv
-.venv/bin/pip install -q -e .
+.venv/bin/pip install -q -e '.[office]'
 
 work=$(mktemp -d)
 pids=()
@@ -57,3 +57,6 @@ for line in open(sys.argv[1]):
     where = f'{p["lat"]:.5f},{p["lon"]:.5f} ±{p["accuracy_m"]:.0f} m' if p else "no GPS fix"
     print(f'{e["id"]}  {e["label"]:<13} {e["score"]:.2f}  {where}  image {e["image"]["bytes"]} B')
 PY
+echo
+echo "== on the office's map =="
+echo "bash samples/office.sh   # the office (collector and map page) on these findings; prints the map's address"

@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]'
-.venv/bin/ruff check agent tests benchmarks samples models
+.venv/bin/ruff check agent office tests benchmarks samples models
 .venv/bin/python -m pytest "$@"
