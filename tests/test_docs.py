@@ -30,6 +30,17 @@ def test_every_command_is_in_the_readme_with_help() -> None:
         assert sub.format_help().strip()
 
 
+def test_every_office_command_is_in_the_readme_and_docs_with_help() -> None:
+    from office.cli import build_parser as office_parser
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("The office (", 1)[1].split("```", 2)[1]
+    office_doc = (ROOT / "docs" / "office.md").read_text()
+    for name, sub in _subcommands(office_parser()).items():
+        assert re.search(rf"^patrol-office {name}\b", block, re.M), f"{name} not in README"
+        assert f"patrol-office {name}" in office_doc, f"{name} not in docs/office.md"
+        assert sub.format_help().strip()
+
+
 def test_the_stop_budget_in_docs_is_the_codes() -> None:
     text = (ROOT / "docs" / "run.md").read_text()
     m = re.search(r"at most \*\*(\d+) s\*\* \(`pipeline\.STOP_BUDGET_S`\)", text)
