@@ -636,6 +636,7 @@ def test_revoking_a_unit(broker: FleetBroker, clients: list[Client], tmp_path: P
     shutil.copytree(pki["ca"], ca)  # the module's CA stays as it was for other tests
     van2 = connect(clients, broker, cert="van-2")
     assert van2.publish("patrol/van-2/events") in ACCEPTED
+    assert van2.publish("patrol/van-2/status", b"online", retain=True) in ACCEPTED
 
     out = make_ca("--dir", ca, "revoke-unit", "van-2").stdout
     assert "van-2: 1 certificate(s) revoked" in out
@@ -648,6 +649,13 @@ def test_revoking_a_unit(broker: FleetBroker, clients: list[Client], tmp_path: P
     assert refused(connect(clients, broker, cert="van-2"))
     van1 = connect(clients, broker, cert="van-1")
     assert van1.publish("patrol/van-1/events") in ACCEPTED
+    assert van1.publish("patrol/van-1/status", b"online", retain=True) in ACCEPTED
+    # check_retain_source: its retained status is no longer handed out.
+    fleet = connect(clients, broker, account="office-fleet")
+    fleet.subscribe("patrol/+/status")
+    fleet.wait_for("patrol/van-1/status", b"online")
+    time.sleep(0.3)
+    assert fleet.got("patrol/van-2/status") == []
 
     make_ca("--dir", ca, "remove-account", "van-3")
     shutil.copy(ca / "units.passwd", broker.etc / "units.passwd")
