@@ -3,10 +3,11 @@
 - **Shared subscription, persistent session.** Events and pictures are taken through
   ``$share/{group}/{root}/+/…`` (MQTT 5), so collectors with the same group split the
   fleet between them, and with a fixed client id and a session expiry, so that the broker
-  queues what arrives while a collector is down. A unit's status, telemetry and config
-  reports are retained, and a shared subscription gets no retained messages (MQTT 5,
-  4.8.2), so those are taken on an ordinary subscription by every collector (writing
-  them twice is harmless: the newest replaces).
+  queues what arrives while a collector is down (its share waits in its own queue: the
+  others do not take it over). A unit's status, telemetry and config reports are retained,
+  and MQTT 5 (4.8.2) gives a shared subscription no retained messages (Mosquitto 2.0 gives
+  them anyway; other brokers do not), so those are taken on an ordinary subscription by
+  every collector (writing them twice is harmless: the newest replaces).
 - **Acknowledged after commit.** Acknowledgement is manual: a message is acknowledged only
   once the store has committed it, so a collector killed mid-stream gets it again. A
   store that fails leaves the message unacknowledged; the collector drops the connection

@@ -62,7 +62,10 @@ class BrokerConfig(Section):
     # The agent's mqtt.root: units publish under {root}/{dev}/.
     root: Annotated[str, Field(min_length=1, pattern=r"^[^#+$/][^#+]*[^#+/]$|^[^#+$/]$")] = (
         "patrol")
-    # Collectors with the same group share the fleet's findings ($share/{group}/...).
+    # Collectors with the same group share the fleet's findings ($share/{group}/...). Mosquitto
+    # does not check who subscribes: a unit that joined this group would take a share of
+    # the findings nobody then gets, so in production make it a name units cannot guess
+    # (docs/broker.md).
     group: Name = "office"
     # Fixed per collector: the broker keeps this session's queue while it is down.
     client_id: Name = Field(default_factory=lambda: f"patrol-office-{_hostname()}")

@@ -443,7 +443,7 @@ class PostgresStore(Store):
                 # One writer merges at a time across every collector (see the module doc).
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_MERGE_LOCK,))
                 yield cur
-        except psycopg.OperationalError as e:
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
             self._local.conn = None  # a dead connection is made again next time
             raise StoreError(f"{self.describe()}: {str(e).strip().splitlines()[0]}") from None
 

@@ -31,7 +31,7 @@ from office.collector import Collector
 from office.complaints import WorkflowError, merge, set_status, split
 from office.config import STATUSES, OfficeConfig
 from office.messages import UUID
-from office.store import Filters, Store
+from office.store import Filters, Store, StoreError
 
 CLASS_RE = re.compile(r"^[\w.-]{1,64}$")
 DEVICE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -71,6 +71,11 @@ def create_app(cfg: OfficeConfig, store: Store, collector: Collector | None = No
     @app.errorhandler(WorkflowError)
     def _workflow(e: WorkflowError) -> tuple[Response, int]:
         return jsonify(error=str(e)), e.status
+
+    @app.errorhandler(StoreError)
+    def _store(e: StoreError) -> tuple[Response, int]:
+        # The database is restarting or gone: the page says so and tries again later.
+        return jsonify(error=f"the store is unavailable: {e}"), 503
 
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException) -> tuple[Response, int]:

@@ -247,3 +247,28 @@ def test_check_config_names_each_bad_key(tmp_path: Path) -> None:
     r = subprocess.run(office_cmd("serve", "--broker", "nowhere"), capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 2 and "not HOST:PORT" in r.stderr
+
+
+def test_a_store_outage_loses_nothing(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """PostgreSQL goes away under a running collector: what came meanwhile is not
+    acknowledged, and is stored once the database is back."""
+    from tests.office_rig import Postgres
+    pg = Postgres().start()
+    office = OfficeServer(tmp_path, mosquitto.port, pg.new_database())
+    fleet = FakeFleet(mosquitto.port)
+    try:
+        fleet.finding("van-1", "garbage", *GOYANG, at(0, 1), seed=40)
+        wait_counts(office, sightings=1)
+        pg.pause()
+        for i in range(5):
+            fleet.finding("van-1", "banner", GOYANG[0] + 0.001 * (i + 1), GOYANG[1],
+                          at(0, 10 + i), seed=41 + i)
+        wait_until(lambda: "will take it again" in office.log(), 30, "the store failure logged")
+        pg.resume()
+        counts = wait_counts(office, timeout=90, sightings=6, pictures=12, complaints=6)
+        assert counts["units"] == 1
+        assert office.proc.poll() is None
+    finally:
+        fleet.close()
+        office.stop()
+        pg.stop()
