@@ -19,8 +19,9 @@ from agent.geo import LocalFrame
 from agent.nmea import read_nmea
 from agent.records import parse_iso_utc
 
-CITY_ORIGIN = (37.5665, 126.9780)
-"""Seoul City Hall: where generated routes start."""
+CITY_ORIGIN = (37.6584, 126.8320)
+"""Goyang City Hall (Deogyang-gu, Goyang-si, Gyeonggi-do), the city the agent is for: where
+generated routes start. Only the lat/lon placement; the generated world is in local metres."""
 STEP_M = 2.0
 """Spacing of route points (the road's polyline resolution)."""
 ACCEL = 1.5
