@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# Along Sejong-daero, Seoul, heading north; one finding every ~60 m.
-START = (37.56600, 126.97740)
+# Beside Goyang City Hall (Deogyang-gu, Goyang-si), heading north; one finding every ~60 m.
+START = (37.65790, 126.83140)
 LABELS = ["garbage", "banner", "construction", "garbage", "banner", "construction"]
 
 
