@@ -84,7 +84,7 @@ def test_export_geojson_and_csv(outbox: tuple[Path, list[str]], tmp_path: Path) 
     fc = json.loads(gj.read_text())
     assert [f["properties"]["id"] for f in fc["features"]] == ids
     lon, lat = fc["features"][0]["geometry"]["coordinates"]
-    assert (lat, lon) == pytest.approx((37.5665, 126.9780))
+    assert (lat, lon) == pytest.approx((37.6584, 126.8320))
     out = tmp_path / "f.csv"
     assert main(["events", "export", "--db", str(db), "--format", "csv", "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))

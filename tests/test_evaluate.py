@@ -14,7 +14,7 @@ from agent.records import Position
 from agent.store import Store
 from tests.conftest import agent_cmd, make_event
 
-BASE = (37.5665, 126.9780)
+BASE = (37.6584, 126.8320)
 A = TruthObject("a", "banner", *BASE)
 B = TruthObject("b", "garbage", *destination(*BASE, 0.0, 100.0))
 C = TruthObject("c", "banner", *destination(*BASE, 0.0, 200.0))

@@ -18,7 +18,7 @@ from agent.simulate.camera import Camera
 from agent.tracker import Tracker
 
 T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
-ORIGIN = (37.5665, 126.9780)
+ORIGIN = (37.6584, 126.8320)
 CAM = Camera(640, 360)
 CAM_CFG = CameraConfig()  # the same mounting as the simulator's camera
 

@@ -18,7 +18,7 @@ from agent.records import Fix
 from tests.conftest import NMEA_DIR, Gpsfake, wait_until
 
 T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
-START = (37.5665, 126.9780)
+START = (37.6584, 126.8320)
 
 
 def driving_north(speed_mps: float = 14.0, seconds: int = 20) -> list[Fix]:

@@ -108,7 +108,7 @@ def test_gga_only_log_takes_the_given_date_and_crosses_midnight() -> None:
     assert stats.date_assumed
 
 
-@pytest.mark.parametrize("lat,lon", [(37.5665123, 126.9780456), (-33.8567844, -151.2152967),
+@pytest.mark.parametrize("lat,lon", [(37.6584123, 126.8320456), (-33.8567844, -151.2152967),
                                      (0.0000005, -0.0000005), (59.9999999, 10.9999999)])
 def test_format_round_trip(lat: float, lon: float) -> None:
     utc = datetime(2025, 5, 14, 1, 30, 7, 250000, tzinfo=UTC)

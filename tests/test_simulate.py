@@ -32,17 +32,17 @@ START = datetime(2025, 6, 2, 3, 0, 0, tzinfo=UTC)
 @pytest.mark.parametrize("bearing", [0.0, 45.0, 90.0, 181.0, 300.0])
 @pytest.mark.parametrize("dist", [1.0, 37.0, 1500.0])
 def test_destination_round_trip(bearing: float, dist: float) -> None:
-    lat, lon = destination(37.5665, 126.978, bearing, dist)
-    assert haversine_m(37.5665, 126.978, lat, lon) == pytest.approx(dist, rel=1e-9, abs=1e-6)
-    back = initial_bearing_deg(37.5665, 126.978, lat, lon)
+    lat, lon = destination(37.6584, 126.832, bearing, dist)
+    assert haversine_m(37.6584, 126.832, lat, lon) == pytest.approx(dist, rel=1e-9, abs=1e-6)
+    back = initial_bearing_deg(37.6584, 126.832, lat, lon)
     assert abs((back - bearing + 180.0) % 360.0 - 180.0) < 1e-6
 
 
 def test_local_frame_round_trip_and_scale() -> None:
-    f = LocalFrame(37.5665, 126.978)
+    f = LocalFrame(37.6584, 126.832)
     lat, lon = f.to_latlon(300.0, -400.0)
     assert f.to_en(lat, lon) == pytest.approx((300.0, -400.0))
-    assert haversine_m(37.5665, 126.978, lat, lon) == pytest.approx(500.0, rel=1e-3)
+    assert haversine_m(37.6584, 126.832, lat, lon) == pytest.approx(500.0, rel=1e-3)
 
 
 # --- training scenes ------------------------------------------------------------------
@@ -301,7 +301,7 @@ def test_drive_follows_an_nmea_route(tmp_path: Path) -> None:
 
     lines = ["# a receiver log driving east at 8 m/s"]
     for i in range(12):
-        lat, lon = destination(37.56, 126.97, 90.0, 8.0 * i)
+        lat, lon = destination(37.65, 126.83, 90.0, 8.0 * i)
         fx = Fix(utc=START + timedelta(seconds=i), lat=lat, lon=lon, mode=3, speed_mps=8.0,
                  track_deg=90.0)
         lines += [format_rmc(fx), format_gga(fx)]
@@ -310,7 +310,7 @@ def test_drive_follows_an_nmea_route(tmp_path: Path) -> None:
     simulate_drive(8, tmp_path / "d", route=log, duration_s=4, fps=5)
     route = json.loads((tmp_path / "d" / "route.json").read_text())["frames"]
     for f in route:
-        assert haversine_m(37.56, 126.97, f["lat"], f["lon"]) == pytest.approx(8 * f["t"],
+        assert haversine_m(37.65, 126.83, f["lat"], f["lon"]) == pytest.approx(8 * f["t"],
                                                                               abs=0.05)
         assert f["heading_deg"] == pytest.approx(90.0, abs=0.5)
 
