@@ -346,7 +346,7 @@
     renderList();
     if (!state.fitted && state.order.length && !$("#filter-area").checked) {
       state.fitted = true;
-      map.fitBounds(cluster.getBounds(), { padding: [40, 40], maxZoom: 17 });
+      map.fitBounds(cluster.getBounds(), { padding: [40, 40], maxZoom: 17, animate: false });
     }
   }
 
@@ -378,14 +378,39 @@
   }
 
   /* From the list: bring the complaint's marker into view (out of its cluster) and open
-   * its popup. */
-  function focusComplaint(id) {
+   * its popup.
+   *
+   * markercluster's zoomToShowLayer calls back on the moveend after its own pan or zoom; one
+   * asked for while the map is still zooming (the first load's fit, a click on a cluster)
+   * can wait for a move that never comes. So a focus waits for the map to stand still,
+   * checks that the popup opened, and tries again; the last try goes straight to the marker
+   * at the deepest zoom, where no cluster hides it. Only the newest focus may open a popup:
+   * an older try's callback can still fire on a later move. */
+  var focusSeq = 0;
+
+  function focusComplaint(id, tries, seq) {
     var m = state.markers[id];
     if (!m) return;
-    cluster.zoomToShowLayer(m, function () {
-      map.panTo(m.getLatLng());
-      m.openPopup();
-    });
+    tries = tries || 0;
+    if (seq === undefined) seq = ++focusSeq;
+    if (seq !== focusSeq) return;
+    if (map._animatingZoom || cluster._inZoomAnimation) {
+      setTimeout(function () { focusComplaint(id, tries, seq); }, 100);
+      return;
+    }
+    var open = function () {
+      if (seq === focusSeq && state.markers[id] === m && !m.isPopupOpen()) m.openPopup();
+    };
+    if (tries >= 3) {
+      map.once("moveend", open);
+      map.setView(m.getLatLng(), map.getMaxZoom(), { animate: false });
+      open();
+      return;
+    }
+    cluster.zoomToShowLayer(m, open);
+    setTimeout(function () {
+      if (seq === focusSeq && !m.isPopupOpen()) focusComplaint(id, tries + 1, seq);
+    }, 700);
   }
 
   function markSelected(id) {
@@ -667,7 +692,7 @@
           rows.push(["fleet.disk", fmtDisk(machine.disk_free_mb),
             typeof machine.disk_free_mb === "number" && machine.disk_free_mb < 1024 ? "flag-bad" : null]);
         } else {
-          rows.push(["fleet.fps", t("fleet.no_telemetry")]);
+          rows.push(["fleet.telemetry", t("fleet.no_telemetry")]);
         }
         rows.push(["fleet.config_version", u.config_version !== null && u.config_version !== undefined
           ? String(u.config_version) : t("none")]);
