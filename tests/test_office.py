@@ -272,3 +272,104 @@ def test_a_store_outage_loses_nothing(tmp_path: Path, mosquitto: Mosquitto) -> N
         fleet.close()
         office.stop()
         pg.stop()
+
+
+def _hostile_events(good: dict, n: int, seed: int) -> list[bytes]:
+    """Events broken the ways a buggy or hostile unit breaks them: keys gone, wrong types,
+    values out of range, wrong nesting, random bytes."""
+    import random
+    rng = random.Random(seed)
+    wild = [None, True, -1, 1e308, float("nan"), "", "x" * 300, [], {}, [1, 2], {"a": 1},
+            "2026-13-45T99:99:99Z", "../../etc", "\u0000", -1e9]
+    out: list[bytes] = []
+    for _ in range(n):
+        e = json.loads(json.dumps(good))
+        for _ in range(rng.randint(1, 3)):
+            key = rng.choice([*e.keys(), "position.lat", "image.sha256", "schema"])
+            if "." in key:
+                outer, inner = key.split(".")
+                if isinstance(e.get(outer), dict):
+                    e[outer][inner] = rng.choice(wild)
+            elif rng.random() < 0.3:
+                e.pop(key, None)
+            else:
+                e[key] = rng.choice(wild)
+        kind = rng.random()
+        if kind < 0.1:
+            out.append(bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64))))
+        elif kind < 0.15:
+            out.append(json.dumps([e]).encode())
+        else:
+            out.append(json.dumps(e, allow_nan=True).encode())
+    return out
+
+
+def test_a_flood_of_hostile_payloads_never_stops_the_collector(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    office = OfficeServer(tmp_path, mosquitto.port, f"sqlite:///{tmp_path}/o.sqlite")
+    fleet = FakeFleet(mosquitto.port)
+    try:
+        probe = fleet.finding("van-1", "garbage", *GOYANG, at(0, 1), seed=60)
+        wait_counts(office, sightings=1)
+        good = event_payload(probe)
+        hostile = _hostile_events({**good, "id": "0190a000-0000-7000-8000-00000000abcd"},
+                                  300, seed=11)
+        for payload in hostile:
+            fleet.publish("patrol/van-1/events", payload)
+        for payload in hostile[:50]:
+            fleet.publish("patrol/van-1/status", payload)
+            fleet.publish("patrol/van-1/config/reported", payload)
+        last = fleet.finding("van-1", "banner", GOYANG[0] + 0.001, GOYANG[1], at(0, 2),
+                             seed=61)
+        wait_until(lambda: office.status(f"/api/complaints/{last.id}")[0] == 200, 60,
+                   "the good event after the flood")
+        assert office.get(f"/api/complaints/{last.id}")["class"] == "banner"
+        stats = office.get("/api/stats")
+        # Whatever of the mutants still was a valid event is one more sighting, no more.
+        assert stats["store"]["sightings"] <= 3
+        assert sum(stats["bad_messages"].values()) >= 250
+        assert office.proc.poll() is None
+        assert "Traceback" not in office.log() and "unexpected error" not in office.log()
+    finally:
+        fleet.close()
+        office.stop()
+
+
+def test_no_request_makes_a_500(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """Random query strings, ids and bodies against every endpoint of a live office."""
+    import random
+    office = OfficeServer(tmp_path, mosquitto.port, f"sqlite:///{tmp_path}/o.sqlite")
+    rng = random.Random(3)
+    junk = ["", "'", '"', "%00", "%FF", "-1", "1e999", "nan", "a,b,,c", "../..", "<b>",
+            "2026-02-30", "9" * 40, "0190a000-0000-7000-8000-000000000000", ",", "%2C%2C",
+            "new,", "1,2,3,4", "-200,-100,300,100", "🚗"]
+    keys = ["class", "status", "from", "to", "bbox", "vehicle", "limit", "service_code",
+            "service_request_id", "start_date", "end_date", "jurisdiction_id"]
+    gets = ["/api/complaints.geojson", "/api/complaints.csv", "/api/heat", "/api/fleet",
+            "/api/stats", "/api/config", "/open311/v2/services.json",
+            "/open311/v2/requests.json", "/open311/v2/requests/{j}.json",
+            "/api/complaints/{j}", "/images/{j}.jpg", "/images/{j}/crop.jpg", "/", "/healthz"]
+    posts = ["/api/login", "/api/logout", "/api/complaints/{j}/status",
+             "/api/complaints/{j}/merge", "/api/complaints/{j}/split"]
+    from urllib.parse import quote
+    try:
+        for _ in range(300):
+            j = quote(rng.choice(junk), safe="")
+            query = "&".join(f"{rng.choice(keys)}={quote(rng.choice(junk), safe='%')}"
+                             for _ in range(rng.randint(0, 4)))
+            path = rng.choice(gets).format(j=j) + (f"?{query}" if query else "")
+            code, body = office.status(path)
+            assert code < 500, f"GET {path}: {code} {body[:300]!r}"
+        bodies = [b"", b"{}", b"[]", b"null", b'{"status": null}', b'{"into": 5}',
+                  b'{"sightings": "x"}', b'{"user": [], "password": {}}', b"\xff\xfe",
+                  b'{"status": "new", "note": 7}', b"{" * 500]
+        for _ in range(150):
+            j = quote(rng.choice(junk), safe="")
+            path = rng.choice(posts).format(j=j)
+            ctype = rng.choice(["application/json", "text/plain", ""])
+            code, body = office.status(path, "POST", rng.choice(bodies),
+                                       {"Content-Type": ctype} if ctype else {})
+            assert code < 500, f"POST {path}: {code} {body[:300]!r}"
+        assert "Traceback" not in office.log()
+    finally:
+        office.stop()
