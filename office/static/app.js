@@ -521,6 +521,9 @@
     } else {
       root.appendChild(el("div", { className: "popup-hint", text: t("popup.login_to_edit") }));
     }
+    root.appendChild(el("div", { className: "popup-sightings-title popup-hint", text: t("popup.sightings_list"),
+      hidden: true }));
+    root.appendChild(el("ul", { className: "popup-sightings" }));
     root.appendChild(el("div", { className: "popup-history-title popup-hint", text: t("popup.history"), hidden: true }));
     root.appendChild(el("ul", { className: "popup-history" }));
     fillPopupInfo(root, p);
@@ -540,6 +543,7 @@
     api("GET", "api/complaints/" + encodeURIComponent(id)).then(function (detail) {
       if (state.popupEls[id] !== root) return;
       applyDetail(id, detail);
+      fillSightings(root, id, detail.sightings_list);
       fillHistory(root, detail.history);
       if (popup.isOpen()) popup.update();
     }, function (err) {
@@ -597,6 +601,48 @@
       select.appendChild(el("option", { value: o.id, text: shortId(o.id) + " · " + Math.round(o.m) + " m · " +
         statusLabel(o.p.status) + " · " + fmtTime(o.p.first_seen) }));
     });
+  }
+
+  /* Each sighting: when, which vehicle, score; logged in, a tick box for each and a button
+   * that splits the ticked ones out into a new complaint (a wrong merge). */
+  function fillSightings(root, id, sightings) {
+    var list = $(".popup-sightings", root);
+    list.textContent = "";
+    (sightings || []).forEach(function (s) {
+      var text = fmtTime(s.captured_at) + " · " + s.device + " · " + fmtNumber(s.score, 2);
+      var children = [];
+      if (state.user && sightings.length > 1) {
+        children.push(el("input", { type: "checkbox", className: "popup-sighting-pick", value: s.event_id }));
+      }
+      children.push(s.image_url ? el("a", { href: s.image_url, target: "_blank", rel: "noopener", text: text })
+        : el("span", { text: text }));
+      list.appendChild(el("li", { className: "popup-sighting", "data-event": s.event_id }, [
+        el("label", {}, children)]));
+    });
+    $(".popup-sightings-title", root).hidden = list.children.length === 0;
+    var old = $(".popup-split", root);
+    if (old) old.remove();
+    if (state.user && sightings && sightings.length > 1) {
+      var button = el("button", { type: "button", className: "popup-split", text: t("popup.split"),
+        title: t("popup.split_hint") });
+      button.addEventListener("click", function () { splitOut(id, root, button); });
+      list.parentNode.insertBefore(button, list.nextSibling);
+    }
+  }
+
+  function splitOut(id, root, button) {
+    var picked = $all(".popup-sighting-pick", root).filter(function (i) { return i.checked; })
+      .map(function (i) { return i.value; });
+    if (!picked.length) { showMessage(t("popup.split_hint"), "info"); return; }
+    button.disabled = true;
+    api("POST", "api/complaints/" + encodeURIComponent(id) + "/split", { sightings: picked }).then(function () {
+      showMessage(t("popup.split_done"), "info");
+      map.closePopup();
+      loadComplaints();
+    }, function (err) {
+      showError(err);
+      if (err.status === 401) setUser(null);
+    }).then(function () { button.disabled = false; });
   }
 
   function saveStatus(id, root, select, original, note, button) {
