@@ -92,3 +92,18 @@ def test_the_unit_fits_the_agent() -> None:
                       ("ProtectHome", "yes"), ("PrivateTmp", "yes")):
         assert one[key] == want, key
     assert one["MemoryMax"] and one["CPUWeight"]
+
+
+@needs_systemd
+def test_systemd_accepts_the_office_unit(tmp_path: Path) -> None:
+    office = ROOT / "systemd" / "patrol-office.service"
+    exe = Path(sys.executable).parent / "patrol-office"
+    assert exe.exists(), exe
+    unit = tmp_path / office.name
+    unit.write_text(office.read_text().replace("/opt/patrol-office/venv/bin/patrol-office",
+                                               str(exe)))
+    r = subprocess.run([str(ANALYZE), "verify", str(unit)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+    # It runs the command the docs give, with the config where the docs put it.
+    assert "patrol-office serve --config /etc/patrol-office/office.toml" in office.read_text()
