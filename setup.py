@@ -64,6 +64,8 @@ setup(
             "selenium>=4.20,<5",
             "pytest>=8",
             "pytest-timeout>=2.3",
+            # tests/run.sh runs two test files at a time (most tests wait on real time).
+            "pytest-xdist>=3.5,<4",
             # Random and hostile payloads for the control topics.
             "hypothesis>=6.100",
             # Real photos (faces included) ship inside its wheel; used by the privacy tests.

@@ -22,6 +22,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, jsonify, request, send_from_directory, session
 from werkzeug.exceptions import HTTPException
@@ -63,6 +64,15 @@ def create_app(cfg: OfficeConfig, store: Store, collector: Collector | None = No
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # Korean stays readable
     app.json.sort_keys = False  # type: ignore[attr-defined]
     users = {u.name: u.password_hash for u in cfg.users}
+    csp = content_security_policy(cfg)
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        # Pictures come from the field: never let a browser take one for a page or script.
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Content-Security-Policy"] = csp
+        resp.headers["Referrer-Policy"] = "same-origin"
+        return resp
 
     @app.errorhandler(BadRequest)
     def _bad(e: BadRequest) -> tuple[Response, int]:
@@ -191,6 +201,18 @@ def create_app(cfg: OfficeConfig, store: Store, collector: Collector | None = No
     from office.open311 import blueprint
     app.register_blueprint(blueprint(cfg, store), url_prefix="/open311/v2")
     return app
+
+
+def content_security_policy(cfg: OfficeConfig) -> str:
+    """Scripts and data from the office alone; pictures also from the tile server."""
+    tiles = ""
+    if cfg.map.tiles:
+        parts = urlsplit(cfg.map.tiles.url.replace("{s}", "a"))
+        host = parts.netloc.split(".", 1)[1] if "{s}" in cfg.map.tiles.url else parts.netloc
+        tiles = f" {parts.scheme}://{'*.' if '{s}' in cfg.map.tiles.url else ''}{host}"
+    return ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            f"img-src 'self' data: blob:{tiles}; connect-src 'self'; frame-ancestors 'none'; "
+            "base-uri 'none'; form-action 'self'")
 
 
 # --- request parsing ----------------------------------------------------------------------

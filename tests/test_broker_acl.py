@@ -30,7 +30,15 @@ from paho.mqtt.properties import Properties
 from agent.config import load_config
 from agent.pipeline import Pipeline
 from agent.topics import Topics
-from tests.conftest import MOSQUITTO, Mosquitto, free_port, make_event, wait_until, write_config
+from tests.conftest import (
+    MOSQUITTO,
+    Mosquitto,
+    free_port,
+    listening,
+    make_event,
+    wait_until,
+    write_config,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_DIR = ROOT / "provisioning" / "broker"
@@ -136,7 +144,7 @@ class FleetBroker(Mosquitto):
     def start(self) -> FleetBroker:
         super().start()
         for port in self.ports.values():
-            wait_until(lambda p=port: _listening(p), 10, f"listener {port}")
+            wait_until(lambda p=port: listening(p), 10, f"listener {port}")
         return self
 
     def reload(self) -> None:
@@ -148,15 +156,6 @@ class FleetBroker(Mosquitto):
     @property
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
-
-
-def _listening(port: int) -> bool:
-    import socket
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture

@@ -319,7 +319,9 @@ def test_1000_hostile_payloads_on_the_config_topics_change_nothing(rig: Rig) -> 
 
     send()
     assert len(sent) >= 1000
-    assert rig.office.answer_within("ping", 60)["ok"] is True  # worked through the queue
+    # A thousand reports to make first; on a loaded machine (the suite runs two at a time)
+    # that takes a while. The claim is that it gets through them, not how fast.
+    assert rig.office.answer_within("ping", 180)["ok"] is True
     assert rig.unit.proc.poll() is None
     last = rig.office.reports()[-1]
     assert last["config_hash"] == base["config_hash"]

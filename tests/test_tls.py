@@ -20,7 +20,7 @@ from agent.cli import main
 from agent.config import load_config
 from agent.pipeline import Pipeline
 from agent.store import Store
-from tests.conftest import Mosquitto, free_port, make_event, wait_until, write_config
+from tests.conftest import Mosquitto, free_port, listening, make_event, wait_until, write_config
 
 
 def _name(cn: str) -> x509.Name:
@@ -88,18 +88,9 @@ def tls_broker(tmp_path: Path, pki: dict[str, Path]) -> Iterator[Mosquitto]:
             f"keyfile {pki['srv_key']}\nrequire_certificate true\n")
     b = Mosquitto(tmp_path / "broker", extra_conf=conf).start()
     b.tls_port = tls_port  # type: ignore[attr-defined]
-    wait_until(lambda: _listening(tls_port), 10, "TLS listener")
+    wait_until(lambda: listening(tls_port), 10, "TLS listener")
     yield b
     b.stop(signal.SIGKILL)
-
-
-def _listening(port: int) -> bool:
-    import socket
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def _tls_config(tmp_path: Path, port: int, ca: Path, pki: dict[str, Path]) -> Path:
