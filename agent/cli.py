@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from agent import __version__
 from agent.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
@@ -107,7 +108,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else Config()
     try:
         det = build_detector(cfg, model=Path(args.model) if args.model else None,
-                             every_class=args.all_classes)
+                             # A model tried alone: its own classes, not the config's.
+                             every_class=args.all_classes or bool(args.model
+                                                                  and not args.config),
+                             labels=Path(args.labels) if args.labels else None)
         # As fast as it goes: a technician checking a recording wants every frame now.
         src = open_source(cfg.camera.kind, args.source or cfg.camera.source,
                           width=cfg.camera.width, height=cfg.camera.height,
@@ -123,7 +127,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
             dets = det.detect(frame.image)
             n += 1
             found += len(dets)
-            for dt in dets:
+            if args.json:
+                print(json.dumps(_detections_json(frame, dets, src)), flush=True)
+            for dt in [] if args.json else dets:
                 print(f"frame {frame.index:5d} {frame.captured_utc:%H:%M:%S.%f}"[:-3]
                       + f"  {dt.label:<13} {dt.score:.2f}  "
                       + " ".join(f"{v:.3f}" for v in dt.bbox))
@@ -143,6 +149,18 @@ def cmd_detect(args: argparse.Namespace) -> int:
     print(f"{n} frames, {found} detections; last frame: preprocess {t.preprocess_ms:.1f} ms, "
           f"invoke {t.invoke_ms:.1f} ms, postprocess {t.postprocess_ms:.1f} ms", file=sys.stderr)
     return 0
+
+
+def _detections_json(frame: Any, dets: list[Any], src: Any) -> dict[str, Any]:
+    """One frame for ``detect --json``: each detection's label, score and pixel box."""
+    h, w = frame.image.shape[:2]
+    image = src.image_path(frame.index) if hasattr(src, "image_path") else None
+    return {"frame": frame.index, "image": str(image) if image else None,
+            "width": w, "height": h,
+            "detections": [{"label": d.label, "score": round(d.score, 4),
+                            "box": [round(d.bbox[0] * w), round(d.bbox[1] * h),
+                                    round(d.bbox[2] * w), round(d.bbox[3] * h)]}
+                           for d in dets]}
 
 
 # --- replay and evaluate --------------------------------------------------------
@@ -580,12 +598,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit once every stored event is delivered")
     r.set_defaults(func=cmd_run)
 
-    d = sub.add_parser("detect", help="run the detector on a camera, video or image folder")
-    d.add_argument("source", nargs="?", help="camera.source to use instead of the config's")
+    d = sub.add_parser("detect", help="run the detector on an image, image folder, video or "
+                       "camera: does this model work?")
+    d.add_argument("source", nargs="?", help="an image, a folder of images, a video, a camera "
+                   "(instead of the config's camera.source)")
     d.add_argument("--config", help="TOML config (camera and detector sections)")
     d.add_argument("--model", help="a .tflite to use instead of detector.model")
+    d.add_argument("--labels", help="its label file, instead of detector.labels (any form: "
+                   "one per line, with ids, .pbtxt)")
     d.add_argument("--frames", type=int, help="stop after this many frames")
-    d.add_argument("--out", help="write frames with detections drawn into this folder")
+    d.add_argument("--out", "--draw", dest="out",
+                   help="write frames with detections drawn into this folder")
+    d.add_argument("--json", action="store_true",
+                   help="one JSON line per frame: each detection's label, score and pixel box")
     d.add_argument("--all-classes", action="store_true",
                    help="show every class, not only detector.allow")
     d.set_defaults(func=cmd_detect)

@@ -106,13 +106,44 @@ class GpsConfig(Section):
     port: Port = 2947
 
 
+class DetectorInputConfig(Section):
+    """How a frame becomes the model's input: the preprocessing the model was trained with."""
+
+    resize: Literal["auto", "letterbox", "stretch"] = "auto"
+    """letterbox: aspect kept, grey bars (YOLO, the default model); stretch: to the input's
+    size whatever the aspect (TF Object Detection API, Model Maker); auto: stretch for the
+    SSD post-processing layout, letterbox for the others."""
+    interpolation: Literal["auto", "nearest", "linear", "area", "cubic"] = "auto"
+    """auto: area when shrinking, linear when enlarging."""
+    channels: Literal["rgb", "bgr"] = "rgb"
+    mean: float | Annotated[list[float], Field(min_length=3, max_length=3)] | None = None
+    std: float | Annotated[list[float], Field(min_length=3, max_length=3)] | None = None
+    """The model sees (pixel - mean) / std, quantised with its input's own scale and zero
+    point. Unset: uint8 inputs take raw pixels, int8 inputs pixels - 128, float inputs
+    pixels / 255."""
+
+    @field_validator("std")
+    @classmethod
+    def _std_not_zero(cls, v: float | list[float] | None) -> float | list[float] | None:
+        if v is not None and any(x == 0 for x in (v if isinstance(v, list) else [v])):
+            raise ValueError("std must not be 0")
+        return v
+
+
 class DetectorConfig(Section):
     model: Path = Path("models/civil-complaint.tflite")
     """An int8 .tflite detector. A relative path is looked up from the working
     directory, then from the agent's install (where the default model ships)."""
     labels: Path | None = None
     """One label per line; default: ``<model>.labels.txt`` beside it, else the model's metadata."""
-    layout: Literal["auto", "ssd_postprocess", "yolov5", "yolov8", "patrol_grid"] = "auto"
+    label_offset: Annotated[int, Field(ge=0, le=10)] | None = None
+    """Subtracted from the label file's ids to give output indices. Unset: 0 when the ids
+    start at 0, 1 when they start at 1 (the TF Object Detection API's label maps)."""
+    layout: Literal["auto", "ssd_postprocess", "efficientdet_lite", "yolov5", "yolov8",
+                    "patrol_grid"] = "auto"
+    """yolov8 covers both axis orders ([1, 4+C, N] and [1, N, 4+C]); efficientdet_lite is
+    Model Maker's export, the SSD post-processing op."""
+    input: DetectorInputConfig = Field(default_factory=DetectorInputConfig)
     threads: Annotated[int, Field(ge=1, le=16)] = 4
     runtime: Literal["auto", "ai-edge-litert", "tflite-runtime"] = "auto"
     """The TFLite runtime: ai-edge-litert (auto: unless only tflite-runtime is installed).

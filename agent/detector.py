@@ -12,7 +12,9 @@ and the outputs of these layouts are decoded:
 ``yolov5``
     one tensor [1, N, 5+C]: cx, cy, w, h, objectness, C class scores.
 ``yolov8``
-    one tensor [1, 4+C, N]: cx, cy, w, h, C class scores (YOLOv8 / YOLO11).
+    one tensor [1, 4+C, N]: cx, cy, w, h, C class scores (YOLOv8 / YOLO11), or the same
+    transposed, [1, N, 4+C]. That shape is also a YOLOv5 output with one class fewer:
+    the labels' count tells them apart, and without labels it is refused.
 ``patrol_grid``
     the project's own model: one tensor [1, G, G, 5+C] of sigmoids per grid
     cell: objectness, cx and cy within the cell, w and h as fractions of the
@@ -37,11 +39,15 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from agent.labelmap import LabelMap, LabelMapError, parse_label_map, read_label_map
 from agent.records import Box, Detection, iou
 
 log = logging.getLogger("detector")
 
-Layout = Literal["auto", "ssd_postprocess", "yolov5", "yolov8", "patrol_grid"]
+Layout = Literal["auto", "ssd_postprocess", "efficientdet_lite", "yolov5", "yolov8",
+                 "patrol_grid"]
+# Model Maker's EfficientDet-Lite ends in the same post-processing op as SSD.
+_ALIASES = {"efficientdet_lite": "ssd_postprocess"}
 LAYOUTS: tuple[str, ...] = ("ssd_postprocess", "yolov5", "yolov8", "patrol_grid")
 PAD_VALUE = 114
 # Below this, a candidate is not worth the NMS work whatever the per-class thresholds say.
@@ -98,25 +104,19 @@ def load_interpreter(path: Path, threads: int, runtime: Runtime = "auto") -> Any
     return interp
 
 
-def read_labels(path: Path) -> list[str]:
-    """One label per line; 'N label' lines (label maps with ids) are accepted too."""
+def read_labels(path: Path, offset: int | None = None) -> list[str]:
+    """Class names by output index, from any label map form (agent/labelmap.py)."""
+    return _label_map(path, offset).as_list()
+
+
+def _label_map(path: Path, offset: int | None = None) -> LabelMap:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DetectorError(f"labels file {path}: cannot read ({e.strerror})") from None
-    labels = []
-    for line in lines:
-        line = line.strip()
-        if not line:
-            continue
-        head, _, rest = line.partition(" ")
-        labels.append(rest.strip() if head.isdigit() and rest.strip() else line)
-    if not labels:
-        raise DetectorError(f"labels file {path} is empty")
-    return labels
+        return read_label_map(path, offset)
+    except LabelMapError as e:
+        raise DetectorError(str(e)) from None
 
 
-def embedded_labels(path: Path) -> list[str] | None:
+def embedded_labels(path: Path, offset: int | None = None) -> LabelMap | None:
     """Labels packed into the .tflite as metadata (a zip appended to the flatbuffer,
     as Model Maker and the TFLite metadata writer do)."""
     try:
@@ -127,34 +127,71 @@ def embedded_labels(path: Path) -> list[str] | None:
             text = z.read(names[0]).decode("utf-8")
     except (zipfile.BadZipFile, OSError, KeyError, UnicodeDecodeError):
         return None
-    labels = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return labels or None
+    try:
+        return parse_label_map(text, f"labels inside {path.name}", offset)
+    except LabelMapError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
 class Letterbox:
     """How a frame was fitted into the model input, to map boxes back."""
 
-    scale: float
+    scale: float  # the horizontal scale; the same both ways unless stretched
     pad_x: float
     pad_y: float
     in_w: int
     in_h: int
     src_w: int
     src_h: int
+    scale_y: float | None = None
+
+    @property
+    def sy(self) -> float:
+        return self.scale if self.scale_y is None else self.scale_y
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """A model's input contract (config ``[detector.input]``; see DetectorInputConfig)."""
+
+    resize: Literal["letterbox", "stretch"] = "letterbox"
+    interpolation: Literal["auto", "nearest", "linear", "area", "cubic"] = "auto"
+    channels: Literal["rgb", "bgr"] = "rgb"
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+_INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR,
+                  "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC}
+
+
+def fit_input(image: np.ndarray, in_w: int, in_h: int, pre: Preprocess = Preprocess()
+              ) -> tuple[np.ndarray, Letterbox]:
+    """The BGR frame as the model's uint8 input image (its size, its channel order)."""
+    h, w = image.shape[:2]
+    if pre.resize == "stretch":
+        sx, sy = in_w / w, in_h / h
+        nw, nh, px, py = in_w, in_h, 0, 0
+    else:
+        sx = sy = min(in_w / w, in_h / h)
+        nw, nh = max(1, round(w * sx)), max(1, round(h * sy))
+        px, py = (in_w - nw) // 2, (in_h - nh) // 2
+    interp = (_INTERPOLATION[pre.interpolation] if pre.interpolation != "auto"
+              else cv2.INTER_AREA if min(sx, sy) < 1 else cv2.INTER_LINEAR)
+    resized = cv2.resize(image, (nw, nh), interpolation=interp)
+    if pre.channels == "rgb":
+        resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+    if pre.resize == "stretch":
+        return resized, Letterbox(sx, 0, 0, in_w, in_h, w, h, sy)
+    out = np.full((in_h, in_w, 3), PAD_VALUE, np.uint8)
+    out[py:py + nh, px:px + nw] = resized
+    return out, Letterbox(sx, px, py, in_w, in_h, w, h)
 
 
 def letterbox(image: np.ndarray, in_w: int, in_h: int) -> tuple[np.ndarray, Letterbox]:
     """Resize keeping the aspect ratio, centred, grey bars; returns the RGB input image."""
-    h, w = image.shape[:2]
-    scale = min(in_w / w, in_h / h)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    px, py = (in_w - nw) // 2, (in_h - nh) // 2
-    out = np.full((in_h, in_w, 3), PAD_VALUE, np.uint8)
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    out[py:py + nh, px:px + nw] = cv2.cvtColor(cv2.resize(image, (nw, nh), interpolation=interp),
-                                               cv2.COLOR_BGR2RGB)
-    return out, Letterbox(scale, px, py, in_w, in_h, w, h)
+    return fit_input(image, in_w, in_h)
 
 
 def unletterbox(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:
@@ -163,7 +200,7 @@ def unletterbox(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:
         return boxes.reshape(0, 4)
     b = boxes.astype(np.float64).copy()
     b[:, [0, 2]] = (b[:, [0, 2]] * lb.in_w - lb.pad_x) / (lb.scale * lb.src_w)
-    b[:, [1, 3]] = (b[:, [1, 3]] * lb.in_h - lb.pad_y) / (lb.scale * lb.src_h)
+    b[:, [1, 3]] = (b[:, [1, 3]] * lb.in_h - lb.pad_y) / (lb.sy * lb.src_h)
     return np.clip(b, 0.0, 1.0)
 
 
@@ -267,8 +304,11 @@ class Detector:
                  layout: Layout = "auto", score_threshold: float = 0.5,
                  class_thresholds: dict[str, float] | None = None,
                  allow: Sequence[str] | None = None, iou_threshold: float = 0.45,
-                 max_detections: int = 50) -> None:
+                 max_detections: int = 50, preprocess: Preprocess | None = None,
+                 resize: Literal["auto", "letterbox", "stretch"] = "auto",
+                 label_offset: int | None = None) -> None:
         self.model_path = Path(model)
+        self._label_offset = label_offset
         self.interp = load_interpreter(self.model_path, threads, runtime)
         inp = self.interp.get_input_details()
         if len(inp) != 1 or len(inp[0]["shape"]) != 4 or inp[0]["shape"][3] != 3:
@@ -278,15 +318,24 @@ class Detector:
         self._in = inp[0]
         self.in_h, self.in_w = int(inp[0]["shape"][1]), int(inp[0]["shape"][2])
         self._outs = self.interp.get_output_details()
-        self.labels = self._load_labels(labels)
-        self.layout = self._find_layout(layout)
+        self._transposed = False  # yolov8 given as [1, N, 4+C]
+        self.label_map = self._load_labels(labels)
+        self.labels = self.label_map.as_list()
+        self.layout = self._find_layout(_ALIASES.get(layout, layout))  # type: ignore[arg-type]
         self._check_labels()
+        pre = preprocess or Preprocess()
+        if resize == "auto":
+            resize = "stretch" if self.layout == "ssd_postprocess" else "letterbox"
+        self.pre = Preprocess(resize, pre.interpolation, pre.channels, pre.mean, pre.std)
+        self._check_input()
         self.set_filters(score_threshold, class_thresholds, allow, iou_threshold, max_detections)
         self.timings = DetectorTimings()
         self._ssd_order: tuple[int, int] | None = None
-        log.info("model %s: %s layout, input %dx%d %s, %d classes, %d threads",
-                 self.model_path.name, self.layout, self.in_w, self.in_h,
-                 np.dtype(self._in["dtype"]).name, len(self.labels), threads)
+        log.info("model %s: %s layout%s, input %dx%d %s %s, %s, %d classes (labels: %s), "
+                 "%d threads", self.model_path.name, self.layout,
+                 " (transposed)" if self._transposed else "", self.in_w, self.in_h,
+                 np.dtype(self._in["dtype"]).name, self.pre.channels.upper(), self.pre.resize,
+                 len(self.labels), self.label_map.describe(), threads)
 
     def set_filters(self, score_threshold: float, class_thresholds: dict[str, float] | None,
                     allow: Sequence[str] | None, iou_threshold: float, max_detections: int
@@ -306,13 +355,13 @@ class Detector:
 
     # --- set-up -------------------------------------------------------------
 
-    def _load_labels(self, labels: str | Path | None) -> list[str]:
+    def _load_labels(self, labels: str | Path | None) -> LabelMap:
         if labels is not None:
-            return read_labels(Path(labels))
+            return _label_map(Path(labels), self._label_offset)
         side = self.model_path.with_suffix(".labels.txt")
         if side.is_file():
-            return read_labels(side)
-        packed = embedded_labels(self.model_path)
+            return _label_map(side, self._label_offset)
+        packed = embedded_labels(self.model_path, self._label_offset)
         if packed:
             return packed
         raise DetectorError(f"model {self.model_path} carries no labels and none were given "
@@ -321,6 +370,17 @@ class Detector:
     def _find_layout(self, wanted: Layout) -> str:
         shapes = [tuple(int(x) for x in o["shape"]) for o in self._outs]
         found = _layout_from_shapes(shapes)
+        if found == "yolov5" and wanted in ("auto", "yolov8"):
+            # [1, N, K]: YOLOv5 with K-5 classes, or YOLOv8/11 transposed with K-4.
+            k, n = shapes[0][2], len(self.labels)
+            if wanted == "yolov8" or (wanted == "auto" and n == k - 4):
+                self._transposed = True
+                return "yolov8"
+            if wanted == "auto" and n != k - 5:
+                raise DetectorError(
+                    f"model {self.model_path}: output {list(shapes[0])} is YOLOv5 with {k - 5} "
+                    f"classes or YOLOv8/11 transposed with {k - 4}, and the labels name {n}: "
+                    "give the model's labels, or set detector.layout")
         if wanted == "auto":
             if found is None:
                 raise DetectorError(
@@ -334,9 +394,27 @@ class Detector:
 
     def _check_labels(self) -> None:
         n = self.num_classes
-        if n is not None and n != len(self.labels):
-            raise DetectorError(f"labels ({len(self.labels)}) do not match the model "
-                                f"{self.model_path.name}, which has {n} classes")
+        if n is None:
+            return
+        named = len(self.labels)
+        gaps = self.label_map.form != "lines"  # ids may leave the last classes unnamed
+        if named > n or (named < n and not gaps):
+            raise DetectorError(
+                f"labels ({named}, read as {self.label_map.describe()}) do not match the model "
+                f"{self.model_path.name}, whose {self.layout} output has {n} classes")
+        if named < n:
+            self.labels += [f"class_{i}" for i in range(named, n)]
+
+    def _check_input(self) -> None:
+        dt, (scale, _zero) = self._in["dtype"], self._in.get("quantization", (0.0, 0))
+        if dt not in (np.uint8, np.int8, np.float32):
+            raise DetectorError(f"model {self.model_path.name} takes {np.dtype(dt).name} "
+                                "input; uint8, int8 or float32 images are supported")
+        if (self.pre.mean is not None or self.pre.std is not None) and dt != np.float32 \
+                and not scale:
+            raise DetectorError(f"model {self.model_path.name}: detector.input mean/std are set "
+                                f"but its {np.dtype(dt).name} input has no quantisation to "
+                                "map them with")
 
     @property
     def num_classes(self) -> int | None:
@@ -344,21 +422,34 @@ class Detector:
         if self.layout == "yolov5":
             return s[2] - 5
         if self.layout == "yolov8":
-            return s[1] - 4
+            return (s[2] if self._transposed else s[1]) - 4
         if self.layout == "patrol_grid":
             return s[3] - 5
         return None  # the SSD op's class count is not in its output shapes
 
     # --- inference ----------------------------------------------------------
 
-    def _set_input(self, rgb: np.ndarray) -> None:
+    def _set_input(self, img: np.ndarray) -> None:
         dt = self._in["dtype"]
-        if dt == np.uint8:
-            x = rgb
-        elif dt == np.int8:
-            x = (rgb.astype(np.int16) - 128).astype(np.int8)
-        else:  # float models: [0, 1], as YOLO and most exports expect
-            x = rgb.astype(np.float32) / 255.0
+        p = self.pre
+        x: np.ndarray
+        if p.mean is None and p.std is None:
+            if dt == np.uint8:
+                x = img
+            elif dt == np.int8:
+                x = (img.astype(np.int16) - 128).astype(np.int8)
+            else:  # float models: [0, 1], as YOLO and most exports expect
+                x = img.astype(np.float32) / 255.0
+        else:
+            mean = np.asarray(p.mean if p.mean is not None else 0.0, np.float32)
+            std = np.asarray(p.std if p.std is not None else 1.0, np.float32)
+            real = (img.astype(np.float32) - mean) / std
+            if dt == np.float32:
+                x = real
+            else:
+                scale, zero = self._in["quantization"]
+                info = np.iinfo(dt)
+                x = np.clip(np.round(real / scale + zero), info.min, info.max).astype(dt)
         self.interp.set_tensor(self._in["index"], x[None])
 
     def _output(self, i: int) -> np.ndarray:
@@ -374,8 +465,8 @@ class Detector:
         if image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
             raise ValueError(f"not a BGR frame: shape {getattr(image, 'shape', None)}")
         t0 = time.perf_counter()
-        rgb, lb = letterbox(image, self.in_w, self.in_h)
-        self._set_input(rgb)
+        img, lb = fit_input(image, self.in_w, self.in_h, self.pre)
+        self._set_input(img)
         t1 = time.perf_counter()
         self.interp.invoke()
         t2 = time.perf_counter()
@@ -394,8 +485,9 @@ class Detector:
                 boxes, scores, classes = decode_yolov5(self._output(0)[0], self.in_w,
                                                        self.in_h, floor)
             elif self.layout == "yolov8":
-                boxes, scores, classes = decode_yolov8(self._output(0)[0], self.in_w,
-                                                       self.in_h, floor)
+                out = self._output(0)[0]
+                boxes, scores, classes = decode_yolov8(out.T if self._transposed else out,
+                                                       self.in_w, self.in_h, floor)
             else:
                 boxes, scores, classes = decode_grid(self._output(0)[0], floor)
             keep = nms(boxes, scores, classes, self.iou_threshold, self.max_detections)

@@ -64,7 +64,7 @@ from agent.desired import (
     persist,
     state_dir,
 )
-from agent.detector import Detector, DetectorError
+from agent.detector import Detector, DetectorError, Preprocess
 from agent.events import BestShots, EventBuilder, RecentFindings
 from agent.findings import FIX_WAIT_S, FindingStage
 from agent.gps import ClockCheck, FixHistory, GpsdReader, recording_time
@@ -103,14 +103,20 @@ STOP_BUDGET_S = (CAMERA_STOP_S + 1 + FIX_WAIT_S + 1 + WRITER_STOP_S + BUSY_TIMEO
 
 
 def build_detector(cfg: Config, model: Path | None = None, every_class: bool = False,
-                   threads: int | None = None) -> Detector:
-    """The detector the config asks for (``model``: another .tflite instead)."""
+                   threads: int | None = None, labels: Path | None = None) -> Detector:
+    """The detector the config asks for (``model``, ``labels``: others instead)."""
     d = cfg.detector
-    return Detector(model or d.model_path(), d.labels, threads=threads or d.threads,
+    i = d.input
+
+    def three(v: float | list[float] | None) -> tuple[float, float, float] | None:
+        return None if v is None else (tuple(v) if isinstance(v, list) else (v, v, v))
+    pre = Preprocess("letterbox", i.interpolation, i.channels, three(i.mean), three(i.std))
+    return Detector(model or d.model_path(), labels or d.labels, threads=threads or d.threads,
                     runtime=d.runtime, layout=d.layout,
                     score_threshold=d.score_threshold, class_thresholds=d.class_thresholds,
                     allow=None if every_class else d.allow, iou_threshold=d.iou_threshold,
-                    max_detections=d.max_detections)
+                    max_detections=d.max_detections, preprocess=pre, resize=i.resize,
+                    label_offset=d.label_offset)
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,7 @@ class RunReport:
 
 CAMERA_RESTART = {"kind", "source", "width", "height", "fps"}
 """Camera keys that need the camera opened again (the others are its mounting: live)."""
-DETECTOR_RELOAD = {"model", "labels", "layout", "threads", "runtime"}
+DETECTOR_RELOAD = {"model", "labels", "layout", "threads", "runtime", "input", "label_offset"}
 """Detector keys that need a new interpreter (the others are filters: live)."""
 
 

@@ -130,6 +130,9 @@ class OpenCVSource:
             self._images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not self._images:
                 raise SourceError(f"camera.source {spec}: folder has no images")
+        elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            self.kind, self.live = "folder", False  # one picture: a folder of one
+            self._images = [path]
         elif path.is_file():
             self.kind, self.live = "file", False
         else:
@@ -229,6 +232,10 @@ class OpenCVSource:
                 return self._recorded_frame(img)
             self.stats.broken += 1
             self._index += 1
+
+    def image_path(self, index: int) -> Path | None:
+        """The picture a folder source's frame ``index`` came from."""
+        return self._images[index] if 0 <= index < len(self._images) else None
 
     def _read_folder(self) -> Frame | None:
         while self._index < len(self._images):

@@ -184,7 +184,8 @@ def test_a_second_look_stays_inside_the_frame(bbox: tuple[float, float, float, f
 def test_labels_that_do_not_match_fail_at_start(tmp_path: Path) -> None:
     labels = tmp_path / "labels.txt"
     labels.write_text("garbage\nbanner\n")
-    with pytest.raises(DetectorError, match=r"labels \(2\) do not match"):
+    with pytest.raises(DetectorError,
+                       match=r"labels \(2, read as one name per line\) do not match"):
         Detector(DEFAULT_MODEL, labels)
 
 
