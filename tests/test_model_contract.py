@@ -188,3 +188,135 @@ def test_detect_refuses_a_model_that_does_not_fit_with_one_line(tmp_path: Path) 
                        timeout=120)
     assert r.returncode == 2 and "the labels name 4" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+# --- every layout against an independent reference decode, box by box ------------------------
+
+
+def _reference(model: Path, frame: np.ndarray, layout: str, labels: list[str], *,
+               stretch: bool, bgr: bool = False, transposed: bool = False,
+               norm: tuple[float, float] | None = None, min_score: float = 0.3,
+               iou_max: float = 0.45) -> list[tuple[str, tuple[float, ...]]]:
+    """The model run and decoded here, written out plainly and apart from agent.detector:
+    preprocessing by hand, the output read row by row, a plain NMS, boxes back to the frame."""
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_path=str(model), num_threads=1)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    S_h, S_w = int(inp["shape"][1]), int(inp["shape"][2])
+    h, w = frame.shape[:2]
+    if stretch:
+        sx, sy, px, py = S_w / w, S_h / h, 0, 0
+        canvas = cv2.resize(frame, (S_w, S_h), interpolation=cv2.INTER_AREA)
+    else:
+        sx = sy = min(S_w / w, S_h / h)
+        nw, nh = round(w * sx), round(h * sy)
+        px, py = (S_w - nw) // 2, (S_h - nh) // 2
+        canvas = np.full((S_h, S_w, 3), 114, np.uint8)
+        canvas[py:py + nh, px:px + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
+    if not bgr:
+        canvas = canvas[:, :, ::-1]
+    x = canvas.astype(np.float32)
+    if inp["dtype"] == np.float32:
+        x = (x - norm[0]) / norm[1] if norm else x / 255.0
+    elif inp["dtype"] == np.int8:
+        x = x - 128
+    it.set_tensor(inp["index"], x.astype(inp["dtype"])[None])
+    it.invoke()
+
+    def out(i: int) -> np.ndarray:
+        d = it.get_output_details()[i]
+        v = it.get_tensor(d["index"]).astype(np.float64)
+        scale, zero = d["quantization"]
+        return (v - zero) * scale if scale else v
+    rows = []  # label, score, x1, y1, x2, y2 in the input's fractions
+    if layout == "ssd_postprocess":
+        ranks = [len(o["shape"]) for o in it.get_output_details()]
+        boxes = out(ranks.index(3))[0]
+        two = [i for i, r in enumerate(ranks) if r == 2]
+        a, b = out(two[0])[0], out(two[1])[0]
+        n = int(out(ranks.index(1))[0])
+        classes, scores = (a, b) if np.all(a[:n] == np.round(a[:n])) else (b, a)
+        for k in range(n):
+            y1, x1, y2, x2 = boxes[k]
+            rows.append((labels[int(classes[k])], scores[k], x1, y1, x2, y2))
+    elif layout == "patrol_grid":
+        g = out(0)[0]
+        gh, gw = g.shape[:2]
+        for gy in range(gh):
+            for gx in range(gw):
+                v = g[gy, gx]
+                c = int(np.argmax(v[5:]))
+                cx, cy, bw, bh = (gx + v[1]) / gw, (gy + v[2]) / gh, v[3], v[4]
+                rows.append((labels[c], v[0] * v[5 + c], cx - bw / 2, cy - bh / 2,
+                             cx + bw / 2, cy + bh / 2))
+    else:
+        t = out(0)[0]
+        if layout == "yolov8" and not transposed:
+            t = t.T
+        for r in t:
+            cx, cy, bw, bh = r[:4]
+            if layout == "yolov5":
+                c = int(np.argmax(r[5:]))
+                s = r[4] * r[5 + c]
+            else:
+                c = int(np.argmax(r[4:]))
+                s = r[4 + c]
+            if max(cx, cy, bw, bh) > 2:  # in input pixels
+                cx, bw, cy, bh = cx / S_w, bw / S_w, cy / S_h, bh / S_h
+            rows.append((labels[c], s, cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
+    rows = sorted((r for r in rows if r[1] >= min_score), key=lambda r: -r[1])
+    kept: list[tuple] = []
+    for r in rows:
+        if layout == "ssd_postprocess" or all(
+                k[0] != r[0] or iou(k[2:], r[2:]) <= iou_max for k in kept):
+            kept.append(r)
+    result = []
+    for label, _s, x1, y1, x2, y2 in kept:
+        fx = [(v * S_w - px) / (sx * w) for v in (x1, x2)]
+        fy = [(v * S_h - py) / (sy * h) for v in (y1, y2)]
+        box = tuple(float(np.clip(v, 0, 1)) for v in (fx[0], fy[0], fx[1], fy[1]))
+        if box[2] > box[0] and box[3] > box[1]:
+            result.append((label, box))
+    return result
+
+
+@pytest.mark.parametrize("name,layout,stretch", [
+    ("ssd_postprocess_int8", "ssd_postprocess", True),
+    ("ssd_postprocess_int8", "ssd_postprocess", False),
+    ("yolov5_int8", "yolov5", False),
+    ("yolov8_int8", "yolov8", False),
+    ("yolov5_int8", "yolov5", True),
+])
+def test_the_detectors_decode_is_the_reference_decode_box_by_box(name: str, layout: str,
+                                                                 stretch: bool) -> None:
+    model = TEST_MODELS / f"{name}.tflite"
+    det = Detector(model, threads=1, score_threshold=0.3, max_detections=100,
+                   resize="stretch" if stretch else "letterbox")
+    for size in ((320, 180), (320, 240), (200, 300)):
+        frame, _ = shapes_scene(*size)
+        ours = sorted((d.label, d.bbox) for d in det.detect(frame))
+        ref = sorted(_reference(model, frame, layout, det.labels, stretch=stretch))
+        assert [label for label, _ in ours] == [label for label, _ in ref], (size, ours, ref)
+        for (_, a), (_, b) in zip(ours, ref, strict=True):
+            assert a == pytest.approx(b, abs=2e-3), (size, a, b)
+
+
+def test_the_default_models_grid_decode_is_the_reference_decode_on_the_sample_drive() -> None:
+    model = Path(__file__).resolve().parent.parent / "models" / "civil-complaint.tflite"
+    det = Detector(model, threads=1, score_threshold=0.3, max_detections=100, allow=None)
+    cap = cv2.VideoCapture(str(Path(__file__).resolve().parent.parent / "samples" / "drive"
+                               / "video.mp4"))
+    checked = 0
+    for index in range(0, 600, 40):
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = cap.read()
+        assert ok
+        ours = sorted((d.label, d.bbox) for d in det.detect(frame))
+        ref = sorted(_reference(model, frame, "patrol_grid", det.labels, stretch=False))
+        assert [label for label, _ in ours] == [label for label, _ in ref], (index, ours, ref)
+        for (_, a), (_, b) in zip(ours, ref, strict=True):
+            assert a == pytest.approx(b, abs=2e-3), (index, a, b)
+        checked += len(ours)
+    cap.release()
+    assert checked >= 5, "the drive's frames hold detections to compare"
