@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -320,3 +321,13 @@ def test_the_default_models_grid_decode_is_the_reference_decode_on_the_sample_dr
         checked += len(ours)
     cap.release()
     assert checked >= 5, "the drive's frames hold detections to compare"
+
+
+def test_the_model_cards_real_photo_figures_are_the_models() -> None:
+    """The card's false alarms on real photos are written by code; a retrained model with
+    a stale card fails here (issue 14: every figure in the card comes from code)."""
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, str(root / "models" / "train" / "real_photos.py"),
+                        str(root / "models" / "civil-complaint.tflite"), "--check"],
+                       capture_output=True, text=True, timeout=300, cwd=root)
+    assert r.returncode == 0, r.stderr[-1500:]

@@ -1,0 +1,115 @@
+"""False alarms on real photos: the default model on every photograph that the installed
+packages ship, none of which holds a civil-complaint element.
+
+    python models/train/real_photos.py models/civil-complaint.tflite            # print
+    python models/train/real_photos.py models/civil-complaint.tflite --write    # into the card
+    python models/train/real_photos.py models/civil-complaint.tflite --check    # card up to date?
+
+The photos are scikit-image's (``skimage/data``, inside its wheel): people, animals, a street
+scene, objects, textures, documents, microscope and telescope images. The synthetic test
+images there (chessboards, a colour wheel, a logo, a phantom) are left out. Every reported
+class detection (garbage, banner, construction) scoring at least the agent's default
+``detector.score_threshold`` is a false alarm, since no photo holds one. The model card's
+section between the ``real-photos`` markers is written by ``--write`` and nothing else;
+``tests/test_model_contract.py`` runs ``--check``, so a retrained model with a stale card
+fails the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from agent.config import DetectorConfig
+from agent.detector import Detector
+
+REPORTED = ("garbage", "banner", "construction")
+THRESHOLD = DetectorConfig().score_threshold
+HIGH = 0.9  # events.min_score: what could become a finding after tracking
+SYNTHETIC = {"chessboard_GRAY.png", "chessboard_RGB.png", "color.png", "logo.png",
+             "phantom.png"}
+CARD = Path(__file__).resolve().parents[1] / "MODEL_CARD.md"
+BEGIN, END = "<!-- real-photos:begin -->", "<!-- real-photos:end -->"
+
+
+def photos() -> list[Path]:
+    import skimage
+    data = Path(skimage.__file__).parent / "data"
+    return sorted(p for p in data.iterdir()
+                  if p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.name not in SYNTHETIC)
+
+
+def measure(model: Path) -> list[tuple[str, tuple[int, int], list[tuple[str, float]]]]:
+    det = Detector(model, threads=2, score_threshold=THRESHOLD, allow=list(REPORTED))
+    rows = []
+    for p in photos():
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None or img.size == 0:
+            continue
+        found = [(d.label, round(d.score, 2)) for d in det.detect(img)]
+        rows.append((p.name, (img.shape[1], img.shape[0]), found))
+    return rows
+
+
+def section(model: Path) -> str:
+    rows = measure(model)
+    n = len(rows)
+    total = sum(len(f) for _, _, f in rows)
+    high = sum(1 for _, _, f in rows for _, s in f if s >= HIGH)
+    with_any = sum(1 for _, _, f in rows if f)
+    lines = [
+        BEGIN,
+        f"Written by `models/train/real_photos.py {model.name} --write`; do not edit by hand.",
+        "",
+        f"On the **{n}** photographs that scikit-image ships (none holds a civil-complaint "
+        f"element), the model reports **{total / n:.2f} false alarms per photo** at score "
+        f"{THRESHOLD} or more ({total} on {with_any} of {n} photos), **{high / n:.2f}** at "
+        f"{HIGH} or more ({high}).",
+        "",
+        f"| photo | size | false alarms ≥ {THRESHOLD} | ≥ {HIGH} | strongest |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, (w, h), found in rows:
+        top = max(found, key=lambda f: f[1], default=None)
+        lines.append(f"| {name} | {w}×{h} | {len(found)} | "
+                     f"{sum(1 for _, s in found if s >= HIGH)} | "
+                     f"{f'{top[0]} {top[1]:.2f}' if top else '-'} |")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("--write", action="store_true", help="put the section into the card")
+    ap.add_argument("--check", action="store_true", help="exit 1 if the card is not current")
+    args = ap.parse_args(argv)
+    new = section(args.model)
+    card = CARD.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    if args.check:
+        m = pattern.search(card)
+        if not m or m.group(0) != new:
+            print(f"{CARD}: the real-photos section is not what {args.model.name} gives; run "
+                  f"models/train/real_photos.py {args.model} --write", file=sys.stderr)
+            return 1
+        return 0
+    if args.write:
+        if pattern.search(card):
+            card = pattern.sub(lambda _m: new, card)
+        else:
+            card = card.replace("## Speed", "## False alarms on real photos\n\n" + new
+                                + "\n\n## Speed", 1)
+        CARD.write_text(card)
+    print(new)
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())
