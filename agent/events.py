@@ -155,6 +155,8 @@ class EventStats:
     """The same object as a recent finding (``events.dedup_*``)."""
     unencodable: int = 0
     """Its picture could not be encoded."""
+    unredactable: int = 0
+    """Findings kept without their picture: the privacy step failed on it."""
 
     @property
     def dropped(self) -> int:
@@ -321,9 +323,17 @@ class EventBuilder:
             return None
         image = best.frame.image
         redaction: dict[str, object] = {"ran": False}
+        unredactable = False
         if self.redactor is not None:
-            image, rep = self.redactor.redact(image)
-            redaction = rep.as_dict()
+            try:
+                image, rep = self.redactor.redact(image)
+                redaction = rep.as_dict()
+            except Exception as e:  # noqa: BLE001 (whatever failed, the picture must not leave)
+                unredactable = True
+                self.stats.unredactable += 1
+                redaction = {"ran": False, "failed": str(e)[:200]}
+                log.error("track %d: the privacy step failed on its picture (%s); the finding "
+                          "is kept without a picture", tr.id, e)
         quality = [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality]
         ok, jpeg = cv2.imencode(".jpg", image, quality)
         if not ok:
@@ -334,6 +344,8 @@ class EventBuilder:
         x0, y0, x1, y1 = crop_box(best.detection.bbox, w, h)
         ok, crop_buf = cv2.imencode(".jpg", image[y0:y1, x0:x1], quality)
         crop = crop_buf.tobytes() if ok else None
+        if unredactable:
+            jpeg, crop = np.frombuffer(b"", np.uint8), None
         if crop is None:
             # The full picture is the finding; a missing crop only costs the reviewer a zoom.
             log.warning("track %d: could not encode its crop; finding kept without", tr.id)

@@ -327,3 +327,20 @@ def test_ground_point_inverts_a_rolled_cameras_projection(mount: dict, right: fl
     gp = ground_point(box, 360 / 640, cfg)
     assert gp is not None
     assert gp[0] == pytest.approx(right, abs=0.02) and gp[1] == pytest.approx(ahead, rel=0.003)
+
+
+def test_a_finding_whose_picture_cannot_be_redacted_goes_without_it() -> None:
+    """The privacy step failing on a picture keeps the finding (its place and time) and
+    never lets the picture out, nor its crop."""
+    class Broken(Redactor):
+        def redact(self, image, extra_boxes=()):  # type: ignore[no-untyped-def]
+            raise RuntimeError("face model failed")
+
+    obj = destination(*destination(*ORIGIN, 0.0, 50.0), 90.0, 6.0)
+    hist, frames, dets = drive_past(obj)
+    b = EventBuilder(EventsConfig(), CAM_CFG, hist.position_at, Broken())
+    events = run(b, frames, dets)
+    assert len(events) == 1 and events[0].position is not None
+    assert events[0].image_jpeg == b"" and events[0].crop_jpeg is None
+    assert events[0].attributes["redaction"] == {"ran": False, "failed": "face model failed"}
+    assert b.stats.unredactable == 1

@@ -79,3 +79,4 @@ def test_the_recall_table_in_the_privacy_readme_is_what_the_code_measures() -> N
     row = next(line for line in text.splitlines() if line.startswith("| 20 |"))
     blaze, haar = (float(v) for v in row.strip("|").split("|")[2:4])
     assert blaze >= 0.8 > haar, "at 20 px BlazeFace must find most faces the cascades miss"
+
