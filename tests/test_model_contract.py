@@ -331,3 +331,76 @@ def test_the_model_cards_real_photo_figures_are_the_models() -> None:
                         str(root / "models" / "civil-complaint.tflite"), "--check"],
                        capture_output=True, text=True, timeout=300, cwd=root)
     assert r.returncode == 0, r.stderr[-1500:]
+
+
+# --- models that differ only in their contract (tests/models/README.md: one trained network) ---
+
+
+def _dets(det: Detector, frame: np.ndarray) -> list[tuple[str, float, tuple[float, ...]]]:
+    return [(d.label, round(d.score, 4), tuple(round(v, 4) for v in d.bbox))
+            for d in det.detect(frame)]
+
+
+def test_a_transposed_yolov8_output_is_told_apart_by_its_labels() -> None:
+    plain = Detector(TEST_MODELS / "yolov8_int8.tflite", threads=1, score_threshold=0.3)
+    t = Detector(TEST_MODELS / "yolov8t_int8.tflite", TEST_MODELS / "yolov8t.labels.txt",
+                 threads=1, score_threshold=0.3)
+    assert t.layout == "yolov8" and t.num_classes == 2
+    for size in ((320, 180), (240, 320)):
+        frame, _ = shapes_scene(*size)
+        assert _dets(t, frame) == _dets(plain, frame) != []
+    with pytest.raises(DetectorError, match="carries no labels"):
+        Detector(TEST_MODELS / "yolov8t_int8.tflite")
+
+
+def test_a_bgr_model_sees_bgr() -> None:
+    rgb = Detector(YOLO5, threads=1, score_threshold=0.3)
+    bgr = Detector(TEST_MODELS / "yolov5_bgr_int8.tflite", threads=1, score_threshold=0.3,
+                   preprocess=Preprocess(channels="bgr"))
+    wrong = Detector(TEST_MODELS / "yolov5_bgr_int8.tflite", threads=1, score_threshold=0.3)
+    frame, _ = shapes_scene()
+    assert _dets(bgr, frame) == _dets(rgb, frame) != _dets(wrong, frame)
+
+
+def test_a_float_model_gets_its_mean_and_std() -> None:
+    det = Detector(TEST_MODELS / "yolov8_float32.tflite", threads=1, score_threshold=0.3,
+                   preprocess=Preprocess(mean=(127.5,) * 3, std=(127.5,) * 3))
+    frame, truth = shapes_scene()
+    found = det.detect(frame)
+    x = det.interp.get_tensor(det._in["index"])[0]
+    img, _ = fit_input(frame, 128, 128, det.pre)
+    assert x.dtype == np.float32 and np.allclose(x, (img.astype(np.float32) - 127.5) / 127.5)
+    for label, box in truth.items():
+        assert max(iou(d.bbox, box) for d in found if d.label == label) > 0.5
+
+
+def test_an_int8_input_takes_pixels_minus_128() -> None:
+    u8 = Detector(SSD, threads=1, score_threshold=0.3)
+    i8 = Detector(TEST_MODELS / "ssd_int8input_int8.tflite", threads=1, score_threshold=0.3)
+    frame, _ = shapes_scene()
+    assert _dets(i8, frame) == _dets(u8, frame) != []
+
+
+@pytest.mark.parametrize("name,layout,labels,kw", [
+    ("yolov8t_int8", "yolov8", "yolov8t.labels.txt", {"transposed": True}),
+    ("yolov5_bgr_int8", "yolov5", None, {"bgr": True}),
+    ("yolov8_float32", "yolov8", None, {"norm": (127.5, 127.5)}),
+    ("ssd_int8input_int8", "ssd_postprocess", None, {}),
+])
+def test_the_other_contracts_decode_as_the_reference_does(name: str, layout: str,
+                                                         labels: str | None,
+                                                         kw: dict) -> None:
+    model = TEST_MODELS / f"{name}.tflite"
+    pre = Preprocess(channels="bgr" if kw.get("bgr") else "rgb",
+                     mean=(127.5,) * 3 if kw.get("norm") else None,
+                     std=(127.5,) * 3 if kw.get("norm") else None)
+    det = Detector(model, TEST_MODELS / labels if labels else None, threads=1,
+                   score_threshold=0.3, max_detections=100, preprocess=pre)
+    stretch = det.pre.resize == "stretch"
+    for size in ((320, 180), (200, 300)):
+        frame, _ = shapes_scene(*size)
+        ours = sorted((d.label, d.bbox) for d in det.detect(frame))
+        ref = sorted(_reference(model, frame, layout, det.labels, stretch=stretch, **kw))
+        assert [label for label, _ in ours] == [label for label, _ in ref], (size, ours, ref)
+        for (_, a), (_, b) in zip(ours, ref, strict=True):
+            assert a == pytest.approx(b, abs=2e-3), (size, a, b)
