@@ -261,19 +261,8 @@ def encode_targets(boxes: list[gridnet.Box]) -> np.ndarray:
 
 def _overlap(p: tf.Tensor, t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """IoU and GIoU of boxes (cx, cy in cells from the same corner, w, h in input fractions)."""
-    px, py, tx, ty = p[..., 0] / GRID, p[..., 1] / GRID, t[..., 0] / GRID, t[..., 1] / GRID
-    pw, ph, tw, th = p[..., 2], p[..., 3], t[..., 2], t[..., 3]
-    ix = tf.maximum(0.0, tf.minimum(px + pw / 2, tx + tw / 2)
-                    - tf.maximum(px - pw / 2, tx - tw / 2))
-    iy = tf.maximum(0.0, tf.minimum(py + ph / 2, ty + th / 2)
-                    - tf.maximum(py - ph / 2, ty - th / 2))
-    inter = ix * iy
-    union = pw * ph + tw * th - inter + 1e-9
-    cw = tf.maximum(px + pw / 2, tx + tw / 2) - tf.minimum(px - pw / 2, tx - tw / 2)
-    ch = tf.maximum(py + ph / 2, ty + th / 2) - tf.minimum(py - ph / 2, ty - th / 2)
-    hull = cw * ch + 1e-9
-    iou = inter / union
-    return iou, iou - (hull - union) / hull
+    return gridnet.box_overlap(p[..., 0] / GRID, p[..., 1] / GRID, p[..., 2], p[..., 3],
+                               t[..., 0] / GRID, t[..., 1] / GRID, t[..., 2], t[..., 3])
 
 
 def loss_fn(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

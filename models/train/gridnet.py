@@ -144,13 +144,9 @@ def encode_targets(boxes: Iterable[Box], size: int, grid: int, num_classes: int)
     return t
 
 
-def _giou(s: tf.Tensor, y_true: tf.Tensor, grid: int) -> tf.Tensor:
-    """Per-cell GIoU of the predicted box (sigmoids ``s``: cx, cy in the cell, w, h as input
-    fractions) against the target's, both relative to the same cell origin, in fractions
-    of the input whose grid has ``grid`` cells a side."""
-    px, py = s[..., 0] / grid, s[..., 1] / grid
-    tx, ty = y_true[..., 1] / grid, y_true[..., 2] / grid
-    pw, ph, tw, th = s[..., 2], s[..., 3], y_true[..., 3], y_true[..., 4]
+def box_overlap(px: tf.Tensor, py: tf.Tensor, pw: tf.Tensor, ph: tf.Tensor, tx: tf.Tensor,
+                ty: tf.Tensor, tw: tf.Tensor, th: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """IoU and GIoU of centre/size boxes (all in the same units)."""
     ix = tf.maximum(0.0, tf.minimum(px + pw / 2, tx + tw / 2)
                     - tf.maximum(px - pw / 2, tx - tw / 2))
     iy = tf.maximum(0.0, tf.minimum(py + ph / 2, ty + th / 2)
@@ -160,7 +156,17 @@ def _giou(s: tf.Tensor, y_true: tf.Tensor, grid: int) -> tf.Tensor:
     cw = tf.maximum(px + pw / 2, tx + tw / 2) - tf.minimum(px - pw / 2, tx - tw / 2)
     ch = tf.maximum(py + ph / 2, ty + th / 2) - tf.minimum(py - ph / 2, ty - th / 2)
     hull = cw * ch + 1e-9
-    return inter / union - (hull - union) / hull
+    iou = inter / union
+    return iou, iou - (hull - union) / hull
+
+
+def _giou(s: tf.Tensor, y_true: tf.Tensor, grid: int) -> tf.Tensor:
+    """Per-cell GIoU of the predicted box (sigmoids ``s``: cx, cy in the cell, w, h as input
+    fractions) against the target's, both relative to the same cell origin, in fractions
+    of the input whose grid has ``grid`` cells a side."""
+    return box_overlap(s[..., 0] / grid, s[..., 1] / grid, s[..., 2], s[..., 3],
+                       y_true[..., 1] / grid, y_true[..., 2] / grid, y_true[..., 3],
+                       y_true[..., 4])[1]
 
 
 def grid_loss(grid: int, box_weight: float = 2.0) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
