@@ -5,6 +5,11 @@ scene.py);
 `simulate_drive` writes a drive (video, NMEA track, ground truth; see drive.py).
 """
 
-from agent.simulate.scene import CLASSES, CLUTTER_KINDS, render_training_scene
+from agent.simulate.scene import (
+    CLASSES,
+    CLUTTER_KINDS,
+    render_training_recording,
+    render_training_scene,
+)
 
-__all__ = ["CLASSES", "CLUTTER_KINDS", "render_training_scene"]
+__all__ = ["CLASSES", "CLUTTER_KINDS", "render_training_recording", "render_training_scene"]

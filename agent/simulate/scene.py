@@ -32,11 +32,11 @@ import numpy as np
 
 from agent.simulate.camera import Camera
 from agent.simulate.look import random_look
-from agent.simulate.render import Pose, render_view
+from agent.simulate.render import Pose, Visible, render_view
 from agent.simulate.road import Road, Thing, Wall
 from agent.simulate.sprites import CLUTTER_KINDS, LABELLED_KINDS, object_size
 
-__all__ = ["CLASSES", "CLUTTER_KINDS", "render_training_scene"]
+__all__ = ["CLASSES", "CLUTTER_KINDS", "render_training_recording", "render_training_scene"]
 
 CLASSES: tuple[str, ...] = ("garbage", "banner", "construction", "bin", "sign")
 CLASS_WEIGHTS = np.array([0.26, 0.2, 0.2, 0.17, 0.17])
@@ -190,6 +190,40 @@ def render_training_scene(rng: np.random.Generator, width: int = 320, height: in
         out = np.ascontiguousarray(frame[cy:cy + height, cx:cx + width])
         sx, sy, ox, oy = 1.0, 1.0, -float(cx), -float(cy)
         lim = (0.0, 0.0, float(width), float(height))
+    return out, _labels(vis, sx, sy, ox, oy, lim)
+
+
+def render_training_recording(rng: np.random.Generator, frames: int, width: int = 640,
+                              height: int = 360, step_m: float = 2.0, clutter: bool = False
+                              ) -> list[tuple[np.ndarray, list[Label]]]:
+    """A short recording: ``frames`` camera frames (BGR, ``width`` x ``height``) taken every
+    ``step_m`` metres as a vehicle drives up one random road-side world, with their labels
+    (same rules as :func:`render_training_scene`).
+
+    Consecutive frames show the same objects from a little nearer, as a patrol camera's
+    frames do; a data set split by image would put near-copies on both sides of the split,
+    which is why models/train splits by recording.
+    """
+    kinds = LABELLED_KINDS + CLUTTER_KINDS if clutter else LABELLED_KINDS
+    road, walls, things = _local_world(rng)
+    look = random_look(rng)
+    cam = random_camera(rng, width, height)
+    heading = float(rng.normal(0, 3.0))
+    speed = float(rng.uniform(0.3, 1.0))
+    out = []
+    for k in range(frames):
+        pose = Pose(0.0, k * step_m, heading)
+        frame, vis = render_view(cam, pose, [road], walls, things, look, rng, speed,
+                                 kinds=kinds)
+        lim = (0.0, 0.0, float(width), float(height))
+        out.append((frame, _labels(vis, 1.0, 1.0, 0.0, 0.0, lim)))
+    return out
+
+
+def _labels(vis: list[Visible], sx: float, sy: float, ox: float, oy: float,
+            lim: tuple[float, float, float, float]) -> list[Label]:
+    """Labels of the visible objects, mapped into the output image (scale, offset) and
+    clipped to ``lim``; too thin or too hidden objects are left out."""
     labels: list[Label] = []
     for v in vis:
         fx1, fy1, fx2, fy2 = v.full_box
@@ -207,4 +241,4 @@ def render_training_scene(rng: np.random.Generator, width: int = 320, height: in
         if in_view * hidden < MIN_VISIBLE:
             continue
         labels.append((v.thing.kind, float(cx1), float(cy1), float(cx2), float(cy2)))
-    return out, labels
+    return labels
