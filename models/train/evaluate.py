@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -56,18 +57,21 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
 
 def average_precision(preds: Sequence[list[tuple[int, float, np.ndarray]]],
                       truths: Sequence[list[tuple[int, np.ndarray]]], num_classes: int,
-                      iou_thr: float = 0.5, min_h: float = 0.0) -> list[float | None]:
+                      iou_thr: float = 0.5, min_h: float = 0.0,
+                      max_h: float = math.inf) -> list[float | None]:
     """Per-class AP@iou_thr; ``None`` for a class with no ground truth.
 
-    ``min_h`` > 0 (a fraction of the image height) restricts the evaluation to objects at
-    least that tall, COCO area-range style: smaller ground truth is "ignore" (a detection
-    matching it counts neither way), and so are unmatched detections smaller than ``min_h``.
+    ``min_h`` > 0 (in the boxes' units) restricts the evaluation to objects at least that
+    tall, and ``max_h`` to objects shorter than that, COCO area-range style: ground truth
+    outside the range is "ignore" (a detection matching it counts neither way), and so are
+    unmatched detections outside it.
     """
     aps: list[float | None] = []
     for c in range(num_classes):
         gt = {i: np.array([b for k, b in t if k == c]).reshape(-1, 4)
               for i, t in enumerate(truths)}
-        big = {i: (g[:, 3] - g[:, 1]) >= min_h for i, g in gt.items()}
+        big = {i: ((g[:, 3] - g[:, 1]) >= min_h) & ((g[:, 3] - g[:, 1]) < max_h)
+               for i, g in gt.items()}
         used = {i: np.zeros(len(g), bool) for i, g in gt.items()}
         n_gt = sum(int(b.sum()) for b in big.values())
         dets = [(s, i, b) for i, p in enumerate(preds) for k, s, b in p if k == c]
@@ -87,7 +91,7 @@ def average_precision(preds: Sequence[list[tuple[int, float, np.ndarray]]],
                     matched = True
                 elif ((ov >= iou_thr) & ~big[i]).any():
                     skip[j] = matched = True
-            if not matched and (b[3] - b[1]) < min_h:
+            if not matched and not min_h <= (b[3] - b[1]) < max_h:
                 skip[j] = True
         if n_gt == 0:
             aps.append(None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -479,19 +480,58 @@ def zoom_sample(img_bgr: np.ndarray, boxes: list[Box], size: int, rng: np.random
     return np.ascontiguousarray(img[..., ::-1]), out_boxes, ignore
 
 
+def degrade(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Break the rendered look the way a real camera does, each with even odds: sensor
+    noise, defocus/motion blur, JPEG blocks, a colour cast and saturation change, and a
+    low-frequency texture over flat surfaces. The boxes are unchanged.
+
+    Generated scenes are cleaner than any camera frame: flat colours, sharp edges, no
+    compression. A model that keys on that look fires on real photos' textures instead
+    (models/MODEL_CARD.md, false alarms on real photos)."""
+    out = img.astype(np.float32)
+    h, w = out.shape[:2]
+    if rng.random() < 0.5:  # colour cast and saturation
+        out *= rng.uniform(0.85, 1.15, 3).astype(np.float32)
+        grey = out.mean(axis=2, keepdims=True)
+        out = grey + (out - grey) * np.float32(rng.uniform(0.5, 1.4))
+    if rng.random() < 0.5:  # smooth texture: a few percent of brightness, blotchy
+        cells = int(rng.integers(3, 9))
+        field = rng.normal(0, rng.uniform(0.03, 0.12), (cells, cells)).astype(np.float32)
+        out *= 1 + cv2.resize(field, (w, h), interpolation=cv2.INTER_CUBIC)[..., None]
+    if rng.random() < 0.5:  # blur: defocus or a little motion
+        k = int(rng.choice([3, 5]))
+        if rng.random() < 0.5:
+            out = cv2.GaussianBlur(out, (k, k), 0)
+        else:
+            kern = np.zeros((k, k), np.float32)
+            kern[k // 2] = 1.0 / k
+            out = cv2.filter2D(out, -1, kern)
+    if rng.random() < 0.5:  # sensor noise
+        out += rng.normal(0, rng.uniform(2, 10), out.shape).astype(np.float32)
+    out8 = np.clip(out, 0, 255).astype(np.uint8)
+    if rng.random() < 0.5:  # JPEG
+        ok, buf = cv2.imencode(".jpg", out8, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 85))])
+        if ok:
+            out8 = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    return np.ascontiguousarray(out8)
+
+
 def _augmented_dataset(count: int,
                        sample: Callable[[int, np.random.Generator],
                                         tuple[np.ndarray, list[Box],
                                               list[tuple[float, float, float, float]]]],
                        side: int, grid: int, num_classes: int, batch: int,
-                       rng: np.random.Generator, wh_norm: float | None = None
-                       ) -> tf.data.Dataset:
+                       rng: np.random.Generator, wh_norm: float | None = None,
+                       realism: float = 0.0) -> tf.data.Dataset:
     """Endless shuffled batches of (``sample(i)`` flipped and jittered, in [0, 1], dense
-    target): the shared tail of the zoom-in and crop recipes."""
+    target): the shared tail of the zoom-in and crop recipes. A ``realism`` share of the
+    samples is also :func:`degrade`-d (with 0 the random stream is what it always was)."""
     def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         while True:
             for i in rng.permutation(count):
                 img, bx, ign = sample(int(i), rng)
+                if realism > 0 and rng.random() < realism:
+                    img = degrade(img, rng)
                 # ignore regions ride along as class -1 so that the flip moves them too
                 img, allb = augment(img, bx + [(-1, *b) for b in ign], rng)
                 bx = [b for b in allb if b[0] >= 0]
@@ -537,7 +577,9 @@ def crop_sample(img: np.ndarray, boxes: list[Box], crop: int, rng: np.random.Gen
     """
     size = img.shape[0]
     objects = [b for b in boxes if b[0] >= 0]
-    clutter = [b for b in boxes if b[0] < 0]
+    clutter = [b for b in boxes if b[0] < -1]
+    # class -1: regions a data set's class map says to ignore (neither object nor background)
+    ignored = [b for b in boxes if b[0] == -1]
     k = float(rng.uniform(*scale_range))
     s = int(min(size, round(crop / k)))
     k = crop / s
@@ -571,12 +613,17 @@ def crop_sample(img: np.ndarray, boxes: list[Box], crop: int, rng: np.random.Gen
         nb = ((cx1 - x0) * k, (cy1 - y0) * k, (cx2 - x0) * k, (cy2 - y0) * k)
         inside = (cx2 - cx1) * (cy2 - cy1) / max(1e-6, (x2 - x1) * (y2 - y1))
         (kept.append((c, *nb)) if inside >= min_inside else ignore.append(nb))
+    for _c, x1, y1, x2, y2 in ignored:
+        cx1, cy1, cx2, cy2 = max(x1, x0), max(y1, y0), min(x2, x0 + s), min(y2, y0 + s)
+        if cx2 > cx1 and cy2 > cy1:
+            ignore.append(((cx1 - x0) * k, (cy1 - y0) * k, (cx2 - x0) * k, (cy2 - y0) * k))
     return np.ascontiguousarray(out), kept, ignore
 
 
 def make_crop_dataset(images_rgb: np.ndarray, boxes: Sequence[list[Box]], crop: int,
                       stride: int, num_classes: int, batch: int, seed: int,
-                      obj_p: float = 0.8, clutter_p: float = 0.0) -> tf.data.Dataset:
+                      obj_p: float = 0.8, clutter_p: float = 0.0,
+                      realism: float = 0.0) -> tf.data.Dataset:
     """Endless shuffled batches of (crop in [0, 1], dense target) from model-input images.
 
     Box sizes in the targets are fractions of the full image side (the exported input)."""
@@ -585,4 +632,37 @@ def make_crop_dataset(images_rgb: np.ndarray, boxes: Sequence[list[Box]], crop: 
         lambda i, rng: crop_sample(images_rgb[i], list(boxes[i]), crop, rng, obj_p,
                                    clutter_p=clutter_p),
         crop, crop // stride, num_classes, batch,
-        np.random.default_rng(np.random.SeedSequence([seed, 8])), wh_norm=images_rgb.shape[1])
+        np.random.default_rng(np.random.SeedSequence([seed, 8])), wh_norm=images_rgb.shape[1],
+        realism=realism)
+
+
+class StepSchedule(tf.keras.callbacks.Callback):
+    """Linear warm-up, then cosine decay to 2% of ``peak`` over ``total`` steps; stops there.
+
+    By steps, not by wall time: the same seed gives the same schedule on any machine, so a
+    run can be reproduced (and a slower machine just takes longer)."""
+
+    def __init__(self, peak: float, total: int, warm: int = 150) -> None:
+        super().__init__()
+        self.peak, self.total, self.warm = peak, max(1, total), max(1, min(warm, total // 4))
+        self.step = 0
+        self.t0 = time.time()
+
+    def rate(self, step: int) -> float:
+        frac = min(1.0, step / self.total)
+        lr = self.peak * min(1.0, (step + 1) / self.warm)
+        return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.model.optimizer.learning_rate.assign(self.rate(self.step))
+        self.step += 1
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.step >= self.total:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        print(f"  step {self.step}/{self.total}, {(time.time() - self.t0) / 60:.1f} min, "
+              f"lr {self.rate(self.step):.2e}" + (f", loss {loss:.3f}" if loss else ""),
+              flush=True)
