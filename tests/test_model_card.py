@@ -76,7 +76,7 @@ def test_a_hand_altered_figure_fails_the_check_naming_it(
     assert altered != section
     problems = drives.differences(card_with(altered), results, model, SEEDS)
     assert problems == [f"confirm_score {DEFAULT:g}, precision: the card says 0.90, the drives "
-                        "give 0.86"]
+                        "give 0.86 (more than 0.03 apart)"]
 
     # the command line: --check exits 1 with that message and the command that fixes it
     card = tmp_path / "MODEL_CARD.md"
@@ -97,12 +97,12 @@ def test_a_stale_card_names_what_changed(model: Path, results: dict[float, Score
     section = drives.render(results, model, SEEDS)
     retrained = tmp_path / "retrained.tflite"
     retrained.write_bytes(b"other weights")
-    new = {0.8: scores(70, 12), DEFAULT: scores(64, 8, err=3.1)}
+    new = {0.8: scores(70, 12), DEFAULT: scores(64, 8, err=4.1)}
     problems = drives.differences(card_with(section), new, retrained, SEEDS)
     assert "the card states model sha256 " + drives.sha256_prefix(model) + ", this run " + \
         drives.sha256_prefix(retrained) in problems
     assert f"confirm_score {DEFAULT:g}, median position error: the card says 3.3 m, the " \
-        "drives give 3.1 m" in problems
+        "drives give 4.1 m (more than 0.5 apart)" in problems
     assert drives.differences("# a card without it\n", new, model, SEEDS) == [
         "the card has no drives section (<!-- drives:begin --> ... <!-- drives:end -->)"]
     # hand-edited words, same figures: still not the section drives.py writes
@@ -116,16 +116,32 @@ def test_a_run_at_the_default_only_judges_its_own_row(model: Path,
     card = card_with(drives.render(results, model, SEEDS))
     assert drives.differences(card, {DEFAULT: results[DEFAULT]}, model, SEEDS,
                               partial=True) == []
-    assert drives.differences(card, {DEFAULT: scores(66, 10)}, model, SEEDS, partial=True) == [
-        f"confirm_score {DEFAULT:g}, precision: the card says 0.86, the drives give 0.85",
-        f"confirm_score {DEFAULT:g}, findings per object: the card says 1.00, the drives give "
-        "0.98",
-        f"confirm_score {DEFAULT:g}, false findings: the card says 9, the drives give 10"]
+    assert drives.differences(card, {DEFAULT: scores(70, 13)}, model, SEEDS, partial=True) == [
+        f"confirm_score {DEFAULT:g}, precision: the card says 0.86, the drives give 0.81 (more "
+        "than 0.03 apart)",
+        f"confirm_score {DEFAULT:g}, findings: the card says 66, the drives give 70 (more than 1 "
+        "apart)",
+        f"confirm_score {DEFAULT:g}, false findings: the card says 9, the drives give 13 (more "
+        "than 1 apart)"]
     # a changed default: the card's row for it is not marked as the default
     only_08 = card_with(drives.render({0.8: results[0.8]}, model, SEEDS))
     assert drives.differences(only_08, {DEFAULT: results[DEFAULT]}, model, SEEDS,
                               partial=True) == [f"the card has no row for confirm_score "
                                                 f"{DEFAULT:g}"]
+
+
+def test_one_finding_more_or_a_few_decimetres_is_within_the_tolerance(
+        model: Path, results: dict[float, Scores]) -> None:
+    """A replay nearly always repeats to the bit, not always (drives.py's docstring): a run
+    that differs by about one finding's worth still states the card's figures."""
+    card = card_with(drives.render(results, model, SEEDS))
+    near = {0.8: scores(72, 15, err=3.6), DEFAULT: scores(67, 10, err=3.0)}
+    assert drives.render(near, model, SEEDS) != drives.render(results, model, SEEDS)
+    assert drives.differences(card, near, model, SEEDS) == []
+    assert drives.differences(card, {DEFAULT: near[DEFAULT]}, model, SEEDS, partial=True) == []
+    # but not other words around the figures
+    assert "not what drives.py writes" in drives.differences(
+        card.replace("do not edit by hand", "edit freely"), near, model, SEEDS)[0]
 
 
 def test_write_replaces_only_its_section(model: Path, results: dict[float, Scores]) -> None:

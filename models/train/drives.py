@@ -22,12 +22,17 @@ Without ``--seeds``, ``--confirm-score`` or ``--duration``, the settings the car
 was written with are used again (else the defaults above, 60 s, the default score only), so
 ``--check`` and a rerun of ``--write`` after a retraining need no more than the model.
 
-A replay at full speed is deterministic: every frame goes through the detector (none is
-skipped under load) and the same drive gives the same findings to the last bit of their
-positions, run after run (only the findings' ids and wall-clock times differ), and the
-simulator writes the same drive byte for byte. So ``--check`` is exact: the card's section
-must be the text this run renders. The card's sections between the ``drives`` and
-``drives-tuning`` markers are written by ``--write`` and nothing else;
+The simulator writes the same drive byte for byte, and a replay at full speed nearly always
+gives the same findings to the last bit of their positions (every frame goes through the
+detector, none is skipped under load; only the findings' ids and wall-clock times differ):
+about 35 replays of one drive, one by one, two at a time, beside a simulation, with 1 or 4
+detector threads, all agreed. But not always: in one run of drives.py both replays of drive
+26 split one construction site's views into tracks differently (a finding of 3 frames
+instead of 8, placed 1.4 m away; same number of findings); the cause is not known yet. So
+``--check`` and the test compare the figures within :data:`TOLERANCE` (about one finding's
+worth on drives 21-28) and everything else in the section exactly: the model's sha256, the
+seeds, the duration, the objects, the rows, the words. The card's sections between the
+``drives`` and ``drives-tuning`` markers are written by ``--write`` and nothing else;
 ``tests/test_replay.py::test_generated_drives_meet_the_evaluation_targets`` holds the
 ``drives`` section to the figures its own run of drives 21-28 measures, so a retrained model
 or changed defaults with a stale card fail the tests.
@@ -66,6 +71,13 @@ DEFAULT_CONFIRM = EventsConfig().confirm_score
 COLUMNS = ("`events.confirm_score`", "recall", "precision", "findings per object",
            "median position error", "findings", "false findings")
 HEADING = "### Whole agent on generated drives"
+TOLERANCE: dict[str, float] = {
+    "recall": 0.03, "precision": 0.03, "findings per object": 0.03,  # one in ~40
+    "median position error": 0.5,  # metres
+    "findings": 1, "false findings": 1,
+}
+"""How far a card's figure may be from a run's and still be the same (see the module's
+docstring: one replay in many splits a track differently)."""
 
 Finding = tuple[str, float | None, float | None]
 """(label, lat, lon) of a stored finding; lat/lon None when it had no position."""
@@ -305,7 +317,8 @@ def parse(section: str) -> Section:
 def differences(card: str, results: dict[float, Scores], model: Path, seeds: Sequence[int],
                 duration: float = DEFAULT_DURATION, name: str = "drives", partial: bool = False
                 ) -> list[str]:
-    """How the card's section differs from what these results render; [] if it states them.
+    """How the card's section differs from what these results render; [] if it states them
+    (figures within :data:`TOLERANCE`, the rest exactly).
 
     ``partial``: ``results`` hold some of the card's confirm scores (a test's run at the
     default only); rows of the card for others are not judged, nor is the text as a whole."""
@@ -332,18 +345,44 @@ def differences(card: str, results: dict[float, Scores], model: Path, seeds: Seq
         if cs not in have.rows:
             problems.append(f"the card has no row for confirm_score {cs:g}")
             continue
-        problems += [f"confirm_score {cs:g}, {col.strip('`')}: the card says {a}, the drives "
-                     f"give {b}"
-                     for col, a, b in zip(COLUMNS, have.rows[cs], cells, strict=True) if a != b]
+        for col, a, b in zip(COLUMNS, have.rows[cs], cells, strict=True):
+            if not _same(col, a, b):
+                tol = TOLERANCE.get(col)
+                problems.append(f"confirm_score {cs:g}, {col.strip('`')}: the card says {a}, "
+                                f"the drives give {b}"
+                                + (f" (more than {tol:g} apart)" if tol is not None and
+                                   _number(a) is not None and _number(b) is not None else ""))
     if partial:
         return problems
     problems += [f"the card has a row for confirm_score {cs:g}, which this run did not measure"
                  for cs in have.rows if cs not in need.rows]
-    if not problems:  # same figures, other words: show where
-        diff = difflib.unified_diff(found.splitlines(), want.splitlines(), "card", "this run",
-                                    lineterm="", n=0)
+    rows = set(map(_row_line, need.rows.values())) | set(map(_row_line, have.rows.values()))
+    words = [line for line in found.splitlines() if line not in rows]
+    wanted = [line for line in want.splitlines() if line not in rows]
+    if not problems and words != wanted:  # same figures, other words: show where
+        diff = difflib.unified_diff(words, wanted, "card", "this run", lineterm="", n=0)
         problems.append("the section's text is not what drives.py writes:\n" + "\n".join(diff))
     return problems
+
+
+def _row_line(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell.removesuffix(" m"))
+    except ValueError:
+        return None
+
+
+def _same(column: str, card: str, run: str) -> bool:
+    """A table cell of the card and of this run: equal, or figures within TOLERANCE."""
+    if card == run:
+        return True
+    a, b = _number(card), _number(run)
+    return (column in TOLERANCE and a is not None and b is not None
+            and abs(a - b) <= TOLERANCE[column] + 1e-9)
 
 
 def put_section(card: str, text: str, name: str = "drives") -> str:
