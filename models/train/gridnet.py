@@ -113,6 +113,123 @@ def recalibrate_bn(net: tf.keras.Model, images: np.ndarray, batches: int = 60,
         la.momentum = m
 
 
+_CONVS = (tf.keras.layers.Conv2D, tf.keras.layers.DepthwiseConv2D)
+
+
+def _conv_depths_keras(net: tf.keras.Model) -> dict[str, tuple[str, int]]:
+    """Each conv layer's kind and depth: the most conv layers on a path from the input to it,
+    itself included (a key that places a conv in the graph whatever the layer order)."""
+    depth: dict[str, int] = {}
+
+    def of(layer: tf.keras.layers.Layer) -> int:
+        if layer.name not in depth:
+            ins = [t._keras_history.operation for t in layer._inbound_nodes[0].input_tensors]
+            own = isinstance(layer, _CONVS)
+            depth[layer.name] = max((of(i) for i in ins), default=0) + own
+        return depth[layer.name]
+
+    return {la.name: ("dw" if isinstance(la, tf.keras.layers.DepthwiseConv2D) else "conv",
+                      of(la))
+            for la in net.layers if isinstance(la, _CONVS)}
+
+
+def _tflite_convs(path: Path) -> list[tuple[tuple[str, int], np.ndarray, np.ndarray]]:
+    """The int8 model's conv ops as (kind, depth), float kernel in Keras layout, float bias."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    it = Interpreter(str(path), experimental_op_resolver_type=(
+        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    it.allocate_tensors()
+    det = {t["index"]: t for t in it.get_tensor_details()}
+    ops = [o for o in it._get_ops_details() if o["op_name"] != "DELEGATE"]
+    producer = {o["outputs"][0]: o for o in ops}
+    depth: dict[int, int] = {}
+
+    def of(op: dict) -> int:
+        if op["index"] not in depth:
+            ins = [producer[i] for i in op["inputs"] if i in producer]
+            own = op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")
+            depth[op["index"]] = max((of(i) for i in ins), default=0) + own
+        return depth[op["index"]]
+
+    def real(i: int) -> np.ndarray:
+        q = det[i]["quantization_parameters"]
+        v = it.get_tensor(i).astype(np.float32)
+        if len(q["scales"]) == 0:
+            return v
+        shape = [1] * v.ndim
+        if len(q["scales"]) > 1:
+            shape[q["quantized_dimension"]] = -1
+        return (v - q["zero_points"].reshape(shape)) * q["scales"].reshape(shape)
+
+    out = []
+    for op in ops:
+        if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        w, b = real(op["inputs"][1]), real(op["inputs"][2])
+        if op["op_name"] == "CONV_2D":  # [out, kh, kw, in] -> [kh, kw, in, out]
+            out.append((("conv", of(op)), w.transpose(1, 2, 3, 0), b))
+        else:  # [1, kh, kw, in] -> [kh, kw, in, 1]
+            out.append((("dw", of(op)), w[0][..., None], b))
+    return out
+
+
+def weights_from_tflite(net: tf.keras.Model, path: Path, images: np.ndarray) -> None:
+    """Load a grid model's int8 .tflite back into ``net`` (built with the same width and
+    classes) so that it can be fine-tuned: the shipped model without its training weights.
+
+    The converter folded each BatchNorm into its conv (weights scaled, a bias added) and
+    quantized both; here the dequantized kernels go back into the convs and each BatchNorm
+    is rebuilt from the statistics of its input on ``images`` (model-input RGB), set so
+    that the network computes exactly conv + bias again in inference mode, while in
+    training mode its batch statistics start where the folded model was. Convs are matched
+    by kind and graph depth, not by order (the converter reorders branches), and shapes are
+    checked; a model of another architecture is refused."""
+    theirs = _tflite_convs(path)
+    ours = _conv_depths_keras(net)
+    by_key: dict[tuple[str, int], list] = {}
+    for key, w, b in theirs:
+        by_key.setdefault(key, []).append((w, b))
+    layers = {la.name: la for la in net.layers}
+    bn_of = {}
+    for la in net.layers:
+        if isinstance(la, tf.keras.layers.BatchNormalization):
+            src = la._inbound_nodes[0].input_tensors[0]._keras_history.operation
+            bn_of[src.name] = la
+    if len(theirs) != len(ours):
+        raise ValueError(f"{path}: {len(theirs)} convolutions, the network has {len(ours)}: "
+                         "not this architecture (width, size or classes differ)")
+    bias_of: dict[str, np.ndarray] = {}
+    for name, key in ours.items():
+        layer = layers[name]
+        cands = [(w, b) for w, b in by_key.get(key, [])
+                 if w.shape == tuple(layer.kernel.shape)]
+        if len(cands) != 1:
+            raise ValueError(f"{path}: no single convolution matches {name} {key} "
+                             f"{tuple(layer.kernel.shape)}: not this architecture")
+        w, b = cands[0]
+        if layer.use_bias:
+            layer.set_weights([w, b])
+        else:
+            layer.set_weights([w])
+            bias_of[name] = b
+    # BatchNorms: first plain conv + bias (so that every layer's input is what the folded
+    # model computes), then the statistics of their inputs on real images, then rebuilt
+    # around those statistics, inference still exactly conv + bias
+    bns = [bn_of[n] for n in bias_of]
+    for bn, name in zip(bns, bias_of, strict=True):
+        c = len(bias_of[name])
+        bn.set_weights([np.ones(c, np.float32), bias_of[name], np.zeros(c, np.float32),
+                        np.full(c, 1.0 - bn.epsilon, np.float32)])
+    probe = tf.keras.Model(net.input, [bn.input for bn in bns])
+    x = images[: min(128, len(images))].astype(np.float32) / 255.0
+    acts = probe.predict(x, batch_size=16, verbose=0)
+    for bn, a, name in zip(bns, acts, bias_of, strict=True):
+        m = a.reshape(-1, a.shape[-1]).mean(axis=0)
+        v = a.reshape(-1, a.shape[-1]).var(axis=0)
+        gamma = np.sqrt(v + bn.epsilon)
+        bn.set_weights([gamma, bias_of[name] + m, m, v])
+
+
 # --- targets and loss -------------------------------------------------------------------------
 
 
