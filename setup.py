@@ -64,6 +64,8 @@ setup(
         ],
         "test": [
             "patrol-agent[office]",
+            # tests/test_train_dataset.py retrains a model end to end (models/train).
+            "patrol-agent[train]",
             # The map page in Debian's chromium + chromium-driver (no browser download).
             "selenium>=4.20,<5",
             "pytest>=8",
