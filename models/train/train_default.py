@@ -53,19 +53,6 @@ class _GridExport(tf.Module):
             input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="image")])
 
 
-class _TimeBudget(tf.keras.callbacks.Callback):
-    """Stops training after ``minutes`` of wall time (the weights of the last epoch are kept)."""
-
-    def __init__(self, minutes: float) -> None:
-        super().__init__()
-        self.deadline = time.time() + minutes * 60
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        if time.time() > self.deadline:
-            print(f"time budget reached after epoch {epoch + 1}", flush=True)
-            self.model.stop_training = True
-
-
 def load_training_set(args: argparse.Namespace) -> tuple[np.ndarray, list[list[data.Box]]]:
     """Synthetic scenes and/or a YOLO data set: BGR squares of data.SCENE_SIZE, pixel boxes.
 
@@ -89,36 +76,6 @@ def load_training_set(args: argparse.Namespace) -> tuple[np.ndarray, list[list[d
     if not images:
         raise SystemExit("no training data: drop --no-synthetic or give --data DIR")
     return np.concatenate(images), boxes
-
-
-class _TimeSchedule(tf.keras.callbacks.Callback):
-    """Linear warm-up, then cosine decay over the wall-time budget; stops at the budget.
-
-    The learning rate follows elapsed time rather than a step count, so the decay always
-    completes whatever the machine's speed.
-    """
-
-    def __init__(self, peak: float, minutes: float, warm_steps: int = 150) -> None:
-        super().__init__()
-        self.peak, self.budget, self.warm = peak, minutes * 60, warm_steps
-        self.t0 = time.time()
-        self.step = 0
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        frac = min(1.0, (time.time() - self.t0) / self.budget)
-        lr = self.peak * min(1.0, (self.step + 1) / self.warm)
-        lr *= 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac))
-        self.model.optimizer.learning_rate.assign(lr)
-        self.step += 1
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if time.time() - self.t0 > self.budget:
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        lr = float(self.model.optimizer.learning_rate.numpy())
-        print(f"  step {self.step}, {(time.time() - self.t0) / 60:.1f} min, lr {lr:.2e}",
-              flush=True)
 
 
 class _ObjectnessCheck(tf.keras.callbacks.Callback):
@@ -171,7 +128,7 @@ def train(args: argparse.Namespace, scenes: np.ndarray, boxes: list[list[data.Bo
                                      bn_momentum=0.9)
         ds = gridnet.make_crop_dataset(images, image_boxes, args.crop, STRIDE, nc, args.batch,
                                        args.seed, obj_p=args.crop_objects,
-                                       clutter_p=args.crop_clutter)
+                                       clutter_p=args.crop_clutter, realism=args.realism)
         check = [(x.numpy(), y.numpy()) for x, y in gridnet.make_crop_dataset(
             images, image_boxes, args.crop, STRIDE, nc, 64, args.seed + 1000,
             obj_p=args.crop_objects, clutter_p=args.crop_clutter).take(3)]
@@ -184,11 +141,12 @@ def train(args: argparse.Namespace, scenes: np.ndarray, boxes: list[list[data.Bo
     net.compile(optimizer=tf.keras.optimizers.Adam(args.lr), loss=loss)
     ckpt = CKPT_DIR / f"seed{args.seed}"
     ckpt.mkdir(parents=True, exist_ok=True)
-    cbs = [_TimeSchedule(args.lr, args.max_minutes),
+    cbs = [gridnet.StepSchedule(args.lr, args.train_steps),
            tf.keras.callbacks.ModelCheckpoint(str(ckpt / "last.weights.h5"),
                                               save_weights_only=True),
            _ObjectnessCheck(check, nc)]
-    net.fit(ds, epochs=args.epochs, steps_per_epoch=args.steps, callbacks=cbs, verbose=2)
+    net.fit(ds, epochs=math.ceil(args.train_steps / args.steps), steps_per_epoch=args.steps,
+            callbacks=cbs, verbose=2)
     args.steps_done = cbs[0].step
     if args.crop:
         full.set_weights(net.get_weights())
@@ -209,6 +167,8 @@ def export(net: tf.keras.Model, args: argparse.Namespace, images: np.ndarray) ->
     path = args.out / f"{NAME}.tflite"
     path.write_bytes(blob)
     gridnet.write_labels(args.out / f"{NAME}.labels.txt", data.CLASSES)
+    # the float weights: what fine-tuning starts from best (train_dataset.py --init-weights)
+    net.save_weights(str(args.out / f"{NAME}.weights.h5"))
     return path
 
 
@@ -325,8 +285,9 @@ scene), held-out evaluation `SeedSequence([{args.eval_seed}, {data.EVAL_STREAM}]
 Loss: {obj_loss}, ignore cells masked, normalised by the number of positive cells,
 class BCE on positive cells, box L1 (centre, sqrt of size) +
 GIoU on positive cells. Training: {args.batch}-image batches, {getattr(args, "steps_done", 0)}
-steps, Adam with warm-up + cosine decay over a {args.max_minutes:g}-minute wall-time budget
-(peak learning rate {args.lr:g}), {train_s / 60:.0f} min on this machine (2 cores).
+steps, Adam with warm-up + cosine decay over those steps (peak learning rate {args.lr:g});
+{args.realism:.0%} of the crops degraded like a camera's frames (noise, blur, JPEG, colour,
+texture); {train_s / 60:.0f} min on this machine (2 cores).
 {check_line}
 
 ## Accuracy (held-out synthetic scenes)
@@ -422,30 +383,21 @@ python models/train/train_default.py --seed {args.seed} --out models/ \\
     --batch {args.batch} --lr {args.lr:g} --zoom {args.zoom:g} --crop {args.crop} \\
     --crop-objects {args.crop_objects:g} --crop-clutter {args.crop_clutter:g} \\
     --obj-alpha {args.obj_alpha:g} --obj-gamma {args.obj_gamma:g} \\
-    --max-minutes {args.max_minutes:g} --eval-seed {args.eval_seed} --eval-scenes {res["n_scenes"]}
+    --train-steps {args.train_steps} --realism {args.realism:g} \\
+    --eval-seed {args.eval_seed} --eval-scenes {res["n_scenes"]}
 python models/train/evaluate.py models/civil-complaint.tflite --eval-seed {args.eval_seed} \\
     -n {res["n_scenes"]}
 ```
 Scenes are cached under `/tmp/patrol_scenes` (set `PATROL_SCENE_CACHE` to move it). The weights
-are bit-exact only with the same TensorFlow version and CPU thread count; `--max-minutes` stops
-early on a slower machine, so keep it generous when reproducing.
+are bit-exact only with the same TensorFlow version and CPU thread count; the schedule is by
+steps, so a slower machine takes longer but trains the same model.
 
 ## Retraining on real labelled photos
-Put the photos in YOLO format, classes numbered in the order above (0 garbage, 1 banner,
-2 construction, 3 bin, 4 sign):
-```
-DIR/images/0001.jpg      DIR/labels/0001.txt:   <class> <cx> <cy> <w> <h>   (normalised 0..1)
-```
-then `python models/train/train_default.py --seed 1 --out models/ --data DIR` (synthetic +
-photos, photos repeated `--real-repeat` times) or add `--no-synthetic` for photos only.
-Photos are letterboxed into the square input exactly as the agent does at run time. Hold out
-some photos and evaluate on them before deploying.
-
-COCO JSON to YOLO: for each annotation, `cx = (x + w/2) / image_width`,
-`cy = (y + h/2) / image_height`, `w /= image_width`, `h /= image_height` (COCO `bbox` is
-`[x, y, w, h]` in pixels from the top-left), map `category_id` to the index in the list
-above, write one line per box into `labels/<image stem>.txt` (or use e.g. Ultralytics'
-`convert_coco` / a few lines of Python).
+`models/train/train_dataset.py` takes a labelled set in COCO, YOLO, Pascal VOC or AI-Hub JSON
+form, maps its labels onto these classes with a small TOML file, splits it by recording,
+fine-tunes this model (or trains a new one) and writes a model card of its own with held-out
+figures; docs/retraining.md is the recipe. Every run of this script also writes
+`civil-complaint.weights.h5`, the float weights, for fine-tuning without the int8 round trip.
 """
     card = args.out / "MODEL_CARD.md"
     old = card.read_text(encoding="utf-8") if card.exists() else ""
@@ -465,8 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=320, help="square input side (multiple of 32)")
     ap.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
     ap.add_argument("--train-scenes", type=int, default=12000)
-    ap.add_argument("--epochs", type=int, default=1000, help="upper bound; time-capped")
-    ap.add_argument("--steps", type=int, default=200, help="batches per epoch")
+    ap.add_argument("--train-steps", type=int, default=50000,
+                    help="training steps (batches): the schedule, from the seed alone")
+    ap.add_argument("--steps", type=int, default=200, help="batches per epoch (progress lines)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     ap.add_argument("--zoom", type=float, default=0.6, help="share of zoom-in crops")
@@ -480,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--obj-gamma", type=float, default=0.0,
                     help="objectness focal gamma (0: plain weighted BCE)")
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
-    ap.add_argument("--max-minutes", type=float, default=70.0, help="training wall-time cap")
+    ap.add_argument("--realism", type=float, default=0.0,
+                    help="share of crops degraded like a camera frame (noise, blur, JPEG, ...)")
     ap.add_argument("--eval-seed", type=int, default=None, help="default: --seed")
     ap.add_argument("--eval-scenes", type=int, default=500)
     ap.add_argument("--calibration", type=int, default=200, help="representative scenes")
