@@ -395,6 +395,18 @@ def frozen_call(net: tf.keras.Model, size: int) -> Callable[[tf.Tensor], tf.Tens
     return call
 
 
+class GridExport(tf.Module):
+    """The exported grid model: frozen network + sigmoid on every channel (the patrol_grid
+    layout that ``agent.detector.decode_grid`` reads)."""
+
+    def __init__(self, net: tf.keras.Model, size: int) -> None:
+        super().__init__()
+        self.net = frozen_call(net, size)
+        self.serve = tf.function(
+            lambda image: tf.sigmoid(self.net(image)),
+            input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="image")])
+
+
 def convert_int8(source: tf.keras.Model | tf.Module,
                  rep: Callable[[], Iterator[list[np.ndarray]]], *,
                  int8_output: bool = True, custom_ops: bool = False) -> bytes:
@@ -420,6 +432,21 @@ def convert_int8(source: tf.keras.Model | tf.Module,
     if int8_output:
         conv.inference_output_type = tf.int8
     return conv.convert()
+
+
+def export_grid_model(net: tf.keras.Model, size: int, calib: np.ndarray, count: int,
+                      out: Path, name: str, labels: Sequence[str]) -> Path:
+    """Write ``out/name.tflite`` (full int8, calibrated on ``count`` of ``calib``'s model-input
+    images, labels appended as Model Maker-style metadata), ``name.labels.txt`` and
+    ``name.weights.h5``: the float weights, what the next fine-tuning starts from best."""
+    blob = append_labels(convert_int8(GridExport(net, size), representative(calib, count)),
+                         labels)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.tflite"
+    path.write_bytes(blob)
+    write_labels(out / f"{name}.labels.txt", labels)
+    net.save_weights(str(out / f"{name}.weights.h5"))
+    return path
 
 
 def append_labels(tflite: bytes, labels: Sequence[str]) -> bytes:

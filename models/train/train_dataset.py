@@ -70,17 +70,6 @@ NEGATIVE = -2
 """Class id of a box mapped to "background": a crop anchor (hard negative), never a target."""
 
 
-class _GridExport(tf.Module):
-    """The exported model: frozen network + sigmoid on every channel (patrol_grid layout)."""
-
-    def __init__(self, net: tf.keras.Model, size: int) -> None:
-        super().__init__()
-        self.net = gridnet.frozen_call(net, size)
-        self.serve = tf.function(
-            lambda image: tf.sigmoid(self.net(image)),
-            input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="image")])
-
-
 # --- data -------------------------------------------------------------------------------------
 
 
@@ -206,20 +195,6 @@ def train(args: argparse.Namespace, images: np.ndarray, boxes: list[list[data.Bo
     gridnet.recalibrate_bn(full, images, batches=min(60, max(10, len(images) // 8)),
                            seed=args.seed)
     return full
-
-
-def export(net: tf.keras.Model, args: argparse.Namespace, calib: np.ndarray) -> Path:
-    """Full-int8 .tflite calibrated on ``calib`` (the data set's own photos), labels
-    embedded; the Keras weights beside it for the next fine-tuning."""
-    blob = gridnet.convert_int8(_GridExport(net, args.size),
-                                gridnet.representative(calib, args.calibration))
-    blob = gridnet.append_labels(blob, data.CLASSES)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{args.name}.tflite"
-    path.write_bytes(blob)
-    gridnet.write_labels(args.out / f"{args.name}.labels.txt", data.CLASSES)
-    net.save_weights(str(args.out / f"{args.name}.weights.h5"))
-    return path
 
 
 # --- model card -------------------------------------------------------------------------------
@@ -360,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     train_s = time.time() - t0
     calib = np.stack([p.rgb for p in parts["train"]])
     calib = calib[np.random.default_rng(args.seed).permutation(len(calib))]
-    path = export(net, args, calib)
+    path = gridnet.export_grid_model(net, args.size, calib, args.calibration, args.out,
+                                     args.name, data.CLASSES)
     held = judge(path, parts["held_out"], data.CLASSES)
     val = judge(path, parts["val"], data.CLASSES)
     res = {"held_out": held, "val": val, "steps": args.steps, "seed": args.seed,

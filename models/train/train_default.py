@@ -42,17 +42,6 @@ STRIDE = 8
 CKPT_DIR = Path("/tmp/patrol_train")
 
 
-class _GridExport(tf.Module):
-    """The exported model: frozen network + sigmoid on every channel (patrol_grid layout)."""
-
-    def __init__(self, net: tf.keras.Model, size: int) -> None:
-        super().__init__()
-        self.net = gridnet.frozen_call(net, size)
-        self.serve = tf.function(
-            lambda image: tf.sigmoid(self.net(image)),
-            input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="image")])
-
-
 def load_training_set(args: argparse.Namespace) -> tuple[np.ndarray, list[list[data.Box]]]:
     """Synthetic scenes and/or a YOLO data set: BGR squares of data.SCENE_SIZE, pixel boxes.
 
@@ -161,20 +150,6 @@ def train(args: argparse.Namespace, scenes: np.ndarray, boxes: list[list[data.Bo
     final_check.on_epoch_end(0)
     args.objectness_check = final_check.history[-1]
     return net
-
-
-def export(net: tf.keras.Model, args: argparse.Namespace, images: np.ndarray) -> Path:
-    """Full-int8 .tflite with the labels appended as Model Maker-style metadata."""
-    blob = gridnet.convert_int8(_GridExport(net, args.size),
-                                gridnet.representative(images, args.calibration))
-    blob = gridnet.append_labels(blob, data.CLASSES)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{NAME}.tflite"
-    path.write_bytes(blob)
-    gridnet.write_labels(args.out / f"{NAME}.labels.txt", data.CLASSES)
-    # the float weights: what fine-tuning starts from best (train_dataset.py --init-weights)
-    net.save_weights(str(args.out / f"{NAME}.weights.h5"))
-    return path
 
 
 def _fmt(ap: float | None) -> str:
@@ -473,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     net = train(args, scenes, boxes, images, image_boxes)
     train_s = time.time() - t0 if not args.weights else args.trained_minutes * 60
-    path = export(net, args, images)
+    path = gridnet.export_grid_model(net, args.size, images, args.calibration, args.out, NAME,
+                                     data.CLASSES)
     print(f"wrote {path} ({path.stat().st_size} bytes)", flush=True)
 
     ev_img, ev_box = data.synthetic_scenes(args.eval_seed, data.EVAL_STREAM, args.eval_scenes,
