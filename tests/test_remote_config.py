@@ -303,9 +303,6 @@ _HOSTILE = st.one_of(
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="open defect: run after the file's other tests, the unit stops "
-                  "answering its commands (idle, the ping never reaches its control stage); "
-                  "passes alone; see the stop 18 note")
 def test_500_hostile_payloads_on_the_config_topics_change_nothing(rig: Rig) -> None:
     rig.office.desire(_doc(50, {"events": {"min_score": 0.9}}, rid="base"), fleet=True)
     rig.office.desire(_doc(50, {"events": {"min_score": 0.91}}, rid="base-d"))
