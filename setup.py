@@ -34,6 +34,8 @@ setup(
         # (provisioning keeps such a unit's venv on it; OpenCV 4.11 is the last that takes it;
         # ai-edge-litert 2.3 runs the default model with it).
         "numpy>=1.24,<3",
+        # Reads a model's own metadata (input normalisation; agent/tflite_metadata.py).
+        "flatbuffers>=23.5",
         # 4.x: the 5.0 wheels no longer ship the Haar cascades the privacy step uses.
         "opencv-python-headless>=4.9,<5",
         "pydantic>=2.7,<3",

@@ -41,6 +41,7 @@ import numpy as np
 
 from agent.labelmap import LabelMap, LabelMapError, parse_label_map, read_label_map
 from agent.records import Box, Detection, iou
+from agent.tflite_metadata import MetadataError, input_normalization
 
 log = logging.getLogger("detector")
 
@@ -158,8 +159,8 @@ class Preprocess:
     resize: Literal["letterbox", "stretch"] = "letterbox"
     interpolation: Literal["auto", "nearest", "linear", "area", "cubic"] = "auto"
     channels: Literal["rgb", "bgr"] = "rgb"
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
+    mean: tuple[float, ...] | None = None  # one value, or one per channel
+    std: tuple[float, ...] | None = None
 
 
 _INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR,
@@ -326,7 +327,20 @@ class Detector:
         pre = preprocess or Preprocess()
         if resize == "auto":
             resize = "stretch" if self.layout == "ssd_postprocess" else "letterbox"
-        self.pre = Preprocess(resize, pre.interpolation, pre.channels, pre.mean, pre.std)
+        mean, std = pre.mean, pre.std
+        if mean is None and std is None and self._in["dtype"] == np.float32:
+            # a float input's normalisation is the model's to say (its metadata); the
+            # config sets it only for models that do not (quantised inputs carry theirs)
+            try:
+                norm = input_normalization(self.model_path)
+            except MetadataError as e:
+                raise DetectorError(f"model {self.model_path.name}: its metadata cannot be "
+                                    f"read: {e}; set detector.input mean and std") from None
+            if norm is not None:
+                mean, std = norm.mean, norm.std
+                log.info("model %s: input normalisation from its metadata: mean %s, std %s",
+                         self.model_path.name, list(mean), list(std))
+        self.pre = Preprocess(resize, pre.interpolation, pre.channels, mean, std)
         self._check_input()
         self.set_filters(score_threshold, class_thresholds, allow, iou_threshold, max_detections)
         self.timings = DetectorTimings()
