@@ -103,3 +103,16 @@ def test_a_label_the_mapping_does_not_mention_stops_the_run(tmp_path: Path) -> N
     assert r.returncode == 2
     assert "construction_site" in r.stderr and "tree" in r.stderr, r.stderr
     assert not (tmp_path / "model" / "civil-complaint.tflite").exists()
+
+
+def test_a_model_of_another_network_is_refused_as_a_starting_point(tmp_path: Path) -> None:
+    out = tmp_path / "set"
+    r = _run(str(TRAIN / "export_coco.py"), str(out), "--recordings", "3", "--frames", "2")
+    assert r.returncode == 0, r.stderr
+    yolo = ROOT / "tests" / "models" / "yolov8_int8.tflite"
+    r = _run(str(TRAIN / "train_dataset.py"), str(out / "annotations.json"), "--classes",
+             str(TRAIN / "classes.example.toml"), "--out", str(tmp_path / "model"),
+             "--init-weights", str(yolo), "--steps", "1", timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "yolov8_int8.tflite" in r.stderr and "not this architecture" in r.stderr
+    assert not (tmp_path / "model" / "civil-complaint.tflite").exists()

@@ -331,7 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         boxes += bx
     images_np = np.stack(images)
     t0 = time.time()
-    net = train(args, images_np, boxes)
+    try:
+        net = train(args, images_np, boxes)
+    except (ValueError, OSError) as e:  # --init-weights of another network, or unreadable
+        print(f"train_dataset: --init-weights {args.init_weights}: {e}", file=sys.stderr)
+        return 2
     train_s = time.time() - t0
     calib = np.stack([p.rgb for p in parts["train"]])
     calib = calib[np.random.default_rng(args.seed).permutation(len(calib))]
