@@ -16,7 +16,6 @@ overlaps it with IoU 0.3 or more (the redaction pads and blurs each box).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -24,8 +23,11 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "models"))
+import sections  # noqa: E402  (models/sections.py)
+
 README = Path(__file__).resolve().parent / "README.md"
-BEGIN, END = "<!-- face-recall:begin -->", "<!-- face-recall:end -->"
+BEGIN, END = sections.markers("face-recall")
 # Hand-labelled face boxes (x1, y1, x2, y2): forehead to chin, ear to ear as seen.
 FACES = {"astronaut": (178, 72, 283, 190), "camera": (205, 122, 272, 200)}
 SIZES = (10, 14, 20, 28, 40, 56)
@@ -76,6 +78,19 @@ def _paste(frame: np.ndarray, face: str, height: int, roll: int, x: int, y: int
     return (x, y, x + fw, y + fh)
 
 
+def drive_frames(indices: tuple[int, ...]) -> list[np.ndarray]:
+    """Frames of the bundled sample drive (BGR): the road scenes things are pasted into."""
+    cap = cv2.VideoCapture(str(ROOT / "samples" / "drive" / "video.mp4"))
+    frames = []
+    for i in indices:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+        ok, f = cap.read()
+        if ok:
+            frames.append(f)
+    cap.release()
+    return frames
+
+
 def measure() -> dict[str, object]:
     from agent.faces import FaceDetector
     from agent.privacy import Redactor
@@ -88,14 +103,7 @@ def measure() -> dict[str, object]:
 
     real = {name: (_found(blaze.detect(_photo(name)), FACES[name]),
                    _found(haar_faces(_photo(name)), FACES[name])) for name in FACES}
-    cap = cv2.VideoCapture(str(ROOT / "samples" / "drive" / "video.mp4"))
-    frames = []
-    for i in FRAMES:
-        cap.set(cv2.CAP_PROP_POS_FRAMES, i)
-        ok, f = cap.read()
-        if ok:
-            frames.append(f)
-    cap.release()
+    frames = drive_frames(FRAMES)
     rng = np.random.default_rng(7)
     by_size: dict[int, list[int]] = {s: [0, 0, 0] for s in SIZES}  # faces, blaze, haar
     for size in SIZES:
@@ -145,22 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
-    new = table(measure())
-    text = README.read_text() if README.exists() else ""
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if args.check:
-        m = pattern.search(text)
-        if not m or m.group(0) != new:
-            print(f"{README}: the face recall table is not what the code measures; run "
-                  "models/privacy/measure.py --write", file=sys.stderr)
-            print(new, file=sys.stderr)
-            return 1
-        return 0
-    if args.write:
-        README.write_text(pattern.sub(lambda _m: new, text) if pattern.search(text)
-                          else text + "\n" + new + "\n")
-    print(new)
-    return 0
+    return sections.publish(README, "face-recall", table(measure()), write=args.write,
+                            check=args.check, fix="models/privacy/measure.py --write")
 
 
 if __name__ == "__main__":

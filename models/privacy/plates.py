@@ -26,7 +26,6 @@ redacted when the padded boxes it would blur cover at least 80 % of the plate.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -34,8 +33,12 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "models"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sections  # noqa: E402  (models/sections.py)
+
 README = Path(__file__).resolve().parent / "README.md"
-BEGIN, END = "<!-- plate-recall:begin -->", "<!-- plate-recall:end -->"
+BEGIN, END = sections.markers("plate-recall")
 WIDTHS = (24, 32, 48, 64, 96, 128)
 FRAMES = (30, 230, 430)
 PER_FRAME = 8
@@ -150,16 +153,11 @@ def covered(boxes: list[tuple[int, int, int, int]], plate: tuple[float, ...],
 
 
 def measure() -> dict[str, dict[int, list[int]]]:
+    from measure import drive_frames  # models/privacy/measure.py
+
     from agent.privacy import Redactor
     red = Redactor(faces="haar")
-    cap = cv2.VideoCapture(str(ROOT / "samples" / "drive" / "video.mp4"))
-    frames = []
-    for i in FRAMES:
-        cap.set(cv2.CAP_PROP_POS_FRAMES, i)
-        ok, f = cap.read()
-        if ok:
-            frames.append(f)
-    cap.release()
+    frames = drive_frames(FRAMES)
     rng = np.random.default_rng(11)
     out: dict[str, dict[int, list[int]]] = {k: {w: [0, 0] for w in WIDTHS} for k in KINDS}
     for kind in KINDS:
@@ -211,24 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true", help="put the table into the README")
     ap.add_argument("--check", action="store_true", help="exit 1 if the README is not current")
     args = ap.parse_args(argv)
-    new = table(measure())
-    text = README.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if args.check:
-        m = pattern.search(text)
-        if not m or m.group(0) != new:
-            print(f"{README}: the plate-recall table is not what the privacy step gives now; "
-                  "run models/privacy/plates.py --write", file=sys.stderr)
-            return 1
-        return 0
-    if args.write:
-        if pattern.search(text):
-            text = pattern.sub(lambda _m: new, text)
-        else:
-            text = text.rstrip("\n") + "\n\n## Licence plates, by size\n\n" + new + "\n"
-        README.write_text(text, encoding="utf-8")
-    print(new)
-    return 0
+    def with_heading(doc: str, text: str) -> str:
+        return doc.rstrip("\n") + "\n\n## Licence plates, by size\n\n" + text + "\n"
+
+    return sections.publish(README, "plate-recall", table(measure()), write=args.write,
+                            check=args.check, missing=with_heading,
+                            fix="models/privacy/plates.py --write")
 
 
 if __name__ == "__main__":

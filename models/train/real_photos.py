@@ -18,7 +18,6 @@ fails the tests.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -28,13 +27,16 @@ import numpy as np
 from agent.config import DetectorConfig
 from agent.detector import Detector
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import sections  # models/sections.py
+
 REPORTED = ("garbage", "banner", "construction")
 THRESHOLD = DetectorConfig().score_threshold
 HIGH = 0.9  # events.min_score: what could become a finding after tracking
 SYNTHETIC = {"chessboard_GRAY.png", "chessboard_RGB.png", "color.png", "logo.png",
              "phantom.png"}
 CARD = Path(__file__).resolve().parents[1] / "MODEL_CARD.md"
-BEGIN, END = "<!-- real-photos:begin -->", "<!-- real-photos:end -->"
+BEGIN, END = sections.markers("real-photos")
 
 
 def photos() -> list[Path]:
@@ -89,25 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true", help="put the section into the card")
     ap.add_argument("--check", action="store_true", help="exit 1 if the card is not current")
     args = ap.parse_args(argv)
-    new = section(args.model)
-    card = CARD.read_text()
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if args.check:
-        m = pattern.search(card)
-        if not m or m.group(0) != new:
-            print(f"{CARD}: the real-photos section is not what {args.model.name} gives; run "
-                  f"models/train/real_photos.py {args.model} --write", file=sys.stderr)
-            return 1
-        return 0
-    if args.write:
-        if pattern.search(card):
-            card = pattern.sub(lambda _m: new, card)
-        else:
-            card = card.replace("## Speed", "## False alarms on real photos\n\n" + new
-                                + "\n\n## Speed", 1)
-        CARD.write_text(card)
-    print(new)
-    return 0
+    def before_speed(card: str, text: str) -> str:
+        return card.replace("## Speed", "## False alarms on real photos\n\n" + text
+                            + "\n\n## Speed", 1)
+
+    return sections.publish(CARD, "real-photos", section(args.model), write=args.write,
+                            check=args.check, missing=before_speed,
+                            fix=f"models/train/real_photos.py {args.model} --write")
 
 
 if __name__ == "__main__":
