@@ -337,8 +337,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_dataset: --init-weights {args.init_weights}: {e}", file=sys.stderr)
         return 2
     train_s = time.time() - t0
-    calib = np.stack([p.rgb for p in parts["train"]])
-    calib = calib[np.random.default_rng(args.seed).permutation(len(calib))]
+    # calibration: a seeded draw of the set's own photos (the first rows of images_np), taken
+    # by index so that a large set is not copied whole a second time
+    pick = np.random.default_rng(args.seed).permutation(len(parts["train"]))
+    calib = images_np[pick[:args.calibration]]
     path = gridnet.export_grid_model(net, args.size, calib, args.calibration, args.out,
                                      args.name, data.CLASSES)
     held = judge(path, parts["held_out"], data.CLASSES)
