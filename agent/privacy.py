@@ -2,11 +2,12 @@
 
 Faces are found by MediaPipe's BlazeFace full-range detector on the TFLite runtime
 (agent/faces.py), also in full-resolution tiles for the small faces at the road side.
-OpenCV's Haar cascades, which ship inside the opencv 4.x wheels
-(``cv2.data.haarcascades``; the 5.0 wheels dropped them, hence the project's
-``opencv<5`` pin), are the fallback for faces when that model cannot be loaded, and
-still find licence plates (a Russian plate cascade: no published Korean plate model
-fits yet). Both run only on the one image an event keeps, not on every frame. Boxes of
+Korean licence plates are found by the project's own plate detector (agent/plates.py,
+trained on plates drawn to the standard), searched the same way. OpenCV's Haar cascades,
+which ship inside the opencv 4.x wheels (``cv2.data.haarcascades``; the 5.0 wheels dropped
+them, hence the project's ``opencv<5`` pin), are the fallback for either model when it
+cannot be loaded (a frontal and a profile face cascade, a Russian plate cascade). All run
+only on the one image an event keeps, not on every frame. Boxes of
 the main model's own redact classes (if a model has e.g. ``person`` or ``plate``) can be
 added by the caller.
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from agent.detector import DetectorError
 from agent.faces import FaceDetector
+from agent.plates import PlateDetector
 
 log = logging.getLogger("privacy")
 
@@ -51,10 +53,12 @@ class Redaction:
     extra: int
     method: str
     face_detector: str = "haar"
+    plate_detector: str = "haar"
 
     def as_dict(self) -> dict[str, object]:
         return {"ran": True, "faces": self.faces, "plates": self.plates, "extra": self.extra,
-                "method": self.method, "face_detector": self.face_detector}
+                "method": self.method, "face_detector": self.face_detector,
+                "plate_detector": self.plate_detector}
 
 
 def _cascade_dir() -> Path:
@@ -63,11 +67,18 @@ def _cascade_dir() -> Path:
     return path
 
 
+def _gray(image: np.ndarray) -> np.ndarray:
+    """What the cascades search: grey, histogram-equalised."""
+    return cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+
+
 class Redactor:
     def __init__(self, method: Literal["blur", "block"] = "blur", pad: float = 0.25,
                  min_size_px: int = 12,
                  faces: Literal["auto", "blazeface", "haar"] = "auto",
-                 face_model: Path | None = None) -> None:
+                 face_model: Path | None = None,
+                 plates: Literal["auto", "model", "haar"] = "auto",
+                 plate_model: Path | None = None) -> None:
         self.method = method
         self.face_model: FaceDetector | None = None
         if faces != "haar":
@@ -79,6 +90,16 @@ class Redactor:
                 log.warning("privacy: the face model cannot be used (%s); faces are found "
                             "by OpenCV's Haar cascades instead, which miss small and turned "
                             "faces", e)
+        self.plate_model: PlateDetector | None = None
+        if plates != "haar":
+            try:
+                self.plate_model = PlateDetector(plate_model)
+            except (DetectorError, ValueError) as e:
+                if plates == "model":
+                    raise PrivacyError(f"no plate detector: {e}") from None
+                log.warning("privacy: the plate model cannot be used (%s); plates are found "
+                            "by OpenCV's Russian-plate Haar cascade instead, which misses "
+                            "most Korean plates", e)
         self.pad = pad
         self.min_size_px = min_size_px
         base = _cascade_dir()
@@ -109,15 +130,25 @@ class Redactor:
                     found.append((int(w - x - bw), int(y), int(bw), int(bh)))
         return found
 
+    def find_faces(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Face boxes (x, y, w, h in pixels) in a BGR image, unpadded."""
+        if self.face_model is not None:
+            return self.face_model.detect(image)
+        return self._detect(_gray(image), "face")
+
+    def find_plates(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Licence-plate boxes (x, y, w, h in pixels) in a BGR image, unpadded."""
+        if self.plate_model is not None:
+            return self.plate_model.detect(image)
+        return self._detect(_gray(image), "plate")
+
     def redact(self, image: np.ndarray, extra_boxes: list[Box] = ()) -> tuple[np.ndarray,
                                                                               Redaction]:
         """A redacted copy of a BGR image. ``extra_boxes`` are fractions of the image."""
         out = image.copy()
         h, w = out.shape[:2]
-        gray = cv2.equalizeHist(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY))
-        faces = (self.face_model.detect(out) if self.face_model is not None
-                 else self._detect(gray, "face"))
-        plates = self._detect(gray, "plate")
+        faces = self.find_faces(out)
+        plates = self.find_plates(out)
         regions = [*faces, *plates]
         for x1, y1, x2, y2 in extra_boxes:
             regions.append((int(x1 * w), int(y1 * h), int((x2 - x1) * w), int((y2 - y1) * h)))
@@ -137,4 +168,6 @@ class Redactor:
                 roi[:] = cv2.GaussianBlur(cv2.resize(small, (xb - xa, yb - ya),
                                                      interpolation=cv2.INTER_LINEAR), (0, 0), 3)
         return out, Redaction(len(faces), len(plates), len(extra_boxes), self.method,
-                              "blazeface" if self.face_model is not None else "haar")
+                              "blazeface" if self.face_model is not None else "haar",
+                              self.plate_model.model.stem if self.plate_model is not None
+                              else "haar")
