@@ -194,6 +194,43 @@ def _replay_config(args: argparse.Namespace) -> Config:
     return parse_config(data, source=args.config or "replay options")
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.bench import BenchError, default_drive, run, table
+    from agent.config import parse_config
+    from agent.detector import DetectorError
+
+    setup_logging("WARNING")
+    data: dict = {}
+    if args.config:
+        data = load_config(args.config).model_dump(mode="json")
+    data.pop("mqtt", None)  # the bench's own broker, or --broker
+    det = data.setdefault("detector", {})
+    if args.model:
+        det["model"] = args.model
+    if args.threads:
+        det["threads"] = args.threads
+    cfg = parse_config(data, source=args.config or "bench options")
+    video, nmea = default_drive()
+    video = Path(args.video) if args.video else video
+    nmea = Path(args.nmea) if args.nmea else nmea
+    broker = _host_port(args.broker) if args.broker else None
+    if args.broker and broker is None:
+        return _fail(f"--broker {args.broker!r}: expected HOST:PORT", 2)
+    print(f"benchmarking {cfg.detector.model_path().name} on {video} "
+          f"({cfg.detector.threads} threads); about a minute", file=sys.stderr)
+    try:
+        r = run(cfg, video, nmea, broker, baseline_frames=args.baseline_frames)
+    except (BenchError, DetectorError) as e:
+        return _fail(str(e), 2)
+    print(table(r))
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=2, default=str) + "\n",
+                                   encoding="utf-8")
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from datetime import datetime
 
@@ -228,6 +265,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"replayed {s.frames} frames ({s.seconds:.0f} s of driving) in {s.wall_s:.1f} s; "
           f"GPS {s.gps_mode}: {s.fixes} fixes, {s.frames_without_fix} frames without a "
           f"usable fix")
+    if s.analysed < s.frames:
+        print(f"{s.analysed} frames analysed; not analysed: {s.not_analysed_stationary} while "
+              f"the vehicle stood, {s.not_analysed_distance} before it had gone "
+              f"sampling.every_m ({cfg.sampling.every_m:g} m)")
     if s.gps_fix_losses or s.gpsd_reconnects:
         print(f"GPS fix lost {s.gps_fix_losses} times, gpsd reconnected {s.gpsd_reconnects} "
               "times during the drive")
@@ -629,6 +670,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "first time)")
     rp.add_argument("--quiet", action="store_true", help="only warnings in the log")
     rp.set_defaults(func=cmd_replay)
+
+    be = sub.add_parser("bench", help="measure the whole pipeline against the bare "
+                        "interpreter and a single-threaded loop, on a recorded drive")
+    be.add_argument("--config", help="TOML config (detector, camera, sampling sections)")
+    be.add_argument("--model", help="a .tflite instead of detector.model")
+    be.add_argument("--threads", type=int, help="interpreter threads instead of "
+                    "detector.threads")
+    be.add_argument("--video", help="the drive's video (default: the bundled sample drive)")
+    be.add_argument("--nmea", help="its NMEA log (default: the sample drive's)")
+    be.add_argument("--broker", help="HOST:PORT of a broker (default: a private mosquitto "
+                    "on a free loopback port)")
+    be.add_argument("--baseline-frames", type=int, default=200,
+                    help="frames the single-threaded baseline runs (default 200)")
+    be.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
+    be.set_defaults(func=cmd_bench)
 
     ev = sub.add_parser("evaluate", help="score stored findings against a drive's ground truth")
     ev.add_argument("--truth", required=True, help="truth.json of a generated drive")

@@ -286,6 +286,21 @@ class MqttConfig(Section):
         return 8883 if self.tls is not None else 1883
 
 
+class SamplingConfig(Section):
+    """Which camera frames are analysed: the detector is most of a unit's work, and a
+    vehicle that stands still, or has hardly moved since the last frame, sees nothing new.
+    Frames not analysed do not end tracks (agent/sampling.py)."""
+
+    stationary_speed_mps: Annotated[float, Field(ge=0)] = 1.0
+    """Below this GPS speed the vehicle stands (a red light, a parked unit)."""
+    stationary_after_s: Annotated[float, Field(ge=0)] = 3.0
+    """Analysis pauses once the vehicle has stood this long (the objects in view when it
+    stopped are already analysed), and resumes at the first frame it moves again."""
+    every_m: Annotated[float, Field(ge=0)] = 0.0
+    """Analyse a frame only every this many metres travelled; 0: every frame while moving.
+    Needs a GPS fix: without one every frame is analysed."""
+
+
 class HealthConfig(Section):
     telemetry_interval_s: PositiveSeconds = 30.0
     watchdog: bool = True
@@ -356,6 +371,7 @@ class Config(Section):
     gps: GpsConfig = GpsConfig()
     detector: DetectorConfig = DetectorConfig()
     events: EventsConfig = EventsConfig()
+    sampling: SamplingConfig = SamplingConfig()
     store: StoreConfig = StoreConfig()
     mqtt: MqttConfig | None = None
     """No [mqtt] section: findings stay in the store until one is configured."""

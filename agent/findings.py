@@ -25,6 +25,7 @@ from agent.events import EndedTrack, EventBuilder, EventStats
 from agent.gps import FixHistory, FrameClock
 from agent.records import Event
 from agent.stages import Faults, Heartbeat
+from agent.timings import StageTimes, Stopwatch
 
 log = logging.getLogger("events")
 
@@ -37,9 +38,11 @@ class FindingStage:
     """Holds ended tracks until their fixes are in, then makes findings of them."""
 
     def __init__(self, builder: EventBuilder, history: FixHistory, frame_time: FrameClock,
-                 submit: Callable[[Event], object], fix_wait_s: float = FIX_WAIT_S) -> None:
+                 submit: Callable[[Event], object], fix_wait_s: float = FIX_WAIT_S,
+                 times: StageTimes | None = None) -> None:
         """``fix_wait_s``: 0 when every fix is known before the frames (a log read directly)."""
         self.builder = builder
+        self.times = times
         self.history = history
         self.frame_time = frame_time
         self.submit = submit
@@ -101,7 +104,11 @@ class FindingStage:
 
     def _finish(self, ended: EndedTrack) -> None:
         with self.faults.guard(f"track {ended.track.id}"):
-            for ev in self.builder.finish([ended]):
+            with Stopwatch(self.times, "finding"):
+                events = self.builder.finish([ended])
+            for ev in events:
+                if self.times is not None:
+                    self.times.rekey(f"track {ended.track.id}", ev.id)
                 pos = (f"{ev.position.lat:.6f},{ev.position.lon:.6f} "
                        f"±{ev.position.accuracy_m:.0f} m ({ev.position.source})"
                        if ev.position else "no GPS fix")

@@ -80,10 +80,12 @@ from agent.model_update import (
 from agent.perception import Perception
 from agent.privacy import Redactor
 from agent.records import ControlMessage, Event, EventIds, Fix, iso_utc, new_event_id
+from agent.sampling import STANDING_READ_S
 from agent.signing import Authority, SeenCommands
 from agent.sources import FrameSource, OpenCVSource, SourceError, open_source
 from agent.stages import Faults, FrameSlot, Heartbeat, Stage, StageState
 from agent.store import Store, StoreError
+from agent.timings import StageTimes, Stopwatch
 from agent.topics import Topics
 from agent.uplink import OFFLINE_GRACE_S, Uplink, UplinkError
 from agent.writer import BUSY_TIMEOUT_S, StoreWriter
@@ -264,7 +266,11 @@ class Pipeline:
                                    desired=self._on_desired if file_data is not None else None,
                                    tick=self._judge_trial, authority=self.authority)
             self.uplink = self._make_uplink(cfg)
-        self.writer = StoreWriter(self.store_path, cfg.store.max_held,
+        self.times = StageTimes()
+        """Per-stage times and findings' latencies (patrol-agent bench, agent/timings.py)."""
+        if self.uplink is not None:
+            self.uplink.times = self.times
+        self.writer = StoreWriter(self.store_path, cfg.store.max_held, times=self.times,
                                   on_commit=self.uplink.notify if self.uplink else None,
                                   quota_mb=cfg.store.quota_mb,
                                   evict_undelivered_images=cfg.store.evict_undelivered_images)
@@ -300,9 +306,10 @@ class Pipeline:
             self._builder = builder
             self.findings = FindingStage(
                 builder, self.history, frame_time, self.writer.submit,
-                fix_wait_s=0.0 if feeds.fixes and feeds.gpsd is None else FIX_WAIT_S)
+                fix_wait_s=0.0 if feeds.fixes and feeds.gpsd is None else FIX_WAIT_S,
+                times=self.times)
             self.perception = Perception(cfg, detector, self.history, self.findings.put,
-                                         frame_time)
+                                         frame_time, self.times)
         self.stages: list[Stage] = []
         self._started_mono = 0.0
         self.notifier = Notifier()
@@ -567,6 +574,9 @@ class Pipeline:
             self._trial = _Trial(scope, doc, previous, needs, msg,
                                  time.monotonic() + self.cfg.control.grace_s,
                                  self._trial_baseline())
+            if self.perception is not None:
+                # a new model or camera is judged on frames analysed, even when parked
+                self.perception.sampler.analyse_all = True
         self._report("accepted", scope, doc, msg, changed=changed, restarted=restarted,
                      on_trial=sorted(needs) or None)
 
@@ -697,6 +707,7 @@ class Pipeline:
                 b.redactor = None
             b.second_look = self._look.second_look if new.events.confirm_score > 0 else None
             self.perception.shots.keep = BestShots.for_config(new.events).keep
+            self.perception.sampler.cfg = new.sampling
         self.writer.max_held = new.store.max_held
         self.writer.quota_bytes = int(new.store.quota_mb * 1024 * 1024)
         self.writer.evict_undelivered_images = new.store.evict_undelivered_images
@@ -729,6 +740,7 @@ class Pipeline:
             self.uplink.stop(0)
             self._join("uplink", OFFLINE_GRACE_S + 3)
         self.uplink = uplink
+        uplink.times = self.times
         self.writer.on_commit = uplink.notify
         self._stage("uplink", uplink.run, uplink.heartbeat)
 
@@ -766,7 +778,7 @@ class Pipeline:
         if all(ok[n] for n in trial.needs):
             log.info("the %s config version %d works (%s)", trial.scope, trial.doc.version,
                      ", ".join(sorted(trial.needs)))
-            self._trial = None
+            self._end_trial()
             return
         if time.monotonic() < trial.deadline:
             return
@@ -774,6 +786,11 @@ class Pipeline:
         why = "; ".join(self._why_not(n) for n in failing)
         with self._reconfig:
             self._roll_back(trial, why)
+
+    def _end_trial(self) -> None:
+        self._trial = None
+        if self.perception is not None:
+            self.perception.sampler.analyse_all = False
 
     def _why_not(self, need: str) -> str:
         if need == "broker":
@@ -786,7 +803,7 @@ class Pipeline:
 
     def _roll_back(self, trial: _Trial, why: str) -> None:
         assert self.file_data is not None
-        self._trial = None
+        self._end_trial()
         log.error("rolling the %s config version %d back within %.0f s: %s", trial.scope,
                   trial.doc.version, self.cfg.control.grace_s, why)
         previous = effective(self.file_data, trial.previous, "the config before")
@@ -950,7 +967,9 @@ class Pipeline:
                 "frames_captured": src.stats.frames,
                 "frames_dropped": self.slot.dropped + src.stats.skipped,
                 "frames_broken": src.stats.broken + p.stats.broken_frames,
-                "frames_analysed": analysed, "reopens": src.stats.reopens}
+                "frames_analysed": analysed, "reopens": src.stats.reopens,
+                "frames_not_analysed": {"stationary": p.sampler.stats.stationary,
+                                        "distance": p.sampler.stats.distance}}
             report["detector"] = {
                 "frames_per_s": round((analysed - frames_before) / dt, 2),
                 "invoke_ms_p50": round(times[len(times) // 2], 2) if times else None,
@@ -1051,8 +1070,11 @@ class Pipeline:
     def _capture(self, source: FrameSource, stop: threading.Event) -> None:
         try:
             while not stop.is_set():
+                if self._standing() and stop.wait(STANDING_READ_S):
+                    break
                 with self.camera_faults.guard(f"a read of {source.name}"):
-                    frame = source.read()
+                    with Stopwatch(self.times, "decode"):
+                        frame = source.read()
                     if frame is None:
                         if not stop.is_set():
                             log.info("camera %s ended", source.name)
@@ -1061,6 +1083,12 @@ class Pipeline:
         finally:
             if not self._camera_restarting:  # a new camera takes over the slot
                 self.slot.close()
+
+    def _standing(self) -> bool:
+        """The vehicle stands and frames are taken at the camera's pace (not a recording
+        read frame by frame): the camera need not hand over every frame."""
+        return (self.perception is not None and self.perception.sampler.standing
+                and not self.slot.every_frame)
 
     def _perceive(self) -> None:
         assert self.perception is not None
@@ -1079,6 +1107,10 @@ class Pipeline:
 @dataclass
 class ReplaySummary:
     frames: int = 0
+    """Frames through perception, analysed or not."""
+    analysed: int = 0
+    not_analysed_stationary: int = 0
+    not_analysed_distance: int = 0
     seconds: float = 0.0
     wall_s: float = 0.0
     detections: int = 0
@@ -1096,6 +1128,8 @@ class ReplaySummary:
     failed: list[str] = field(default_factory=list)
     gps_mode: str = "direct"
     notes: list[str] = field(default_factory=list)
+    times: StageTimes = field(default_factory=StageTimes)
+    """Per-stage times and findings' latencies (patrol-agent bench)."""
 
 
 def replay(cfg: Config, video: Path, nmea: Path, speed: str = "max",
@@ -1153,7 +1187,10 @@ def replay(cfg: Config, video: Path, nmea: Path, speed: str = "max",
     assert pipe.perception is not None and pipe.source is not None
     assert pipe.findings is not None
     p, src, ev = pipe.perception, pipe.source, pipe.findings.stats
-    summary.frames = p.stats.frames
+    summary.frames = p.stats.frames + p.stats.skipped
+    summary.analysed = p.stats.frames
+    summary.not_analysed_stationary = p.sampler.stats.stationary
+    summary.not_analysed_distance = p.sampler.stats.distance
     summary.seconds = (src.stats.frames + src.stats.skipped) / (
         getattr(src, "fps", None) or cfg.camera.fps)
     summary.detections = p.stats.detections
@@ -1164,6 +1201,7 @@ def replay(cfg: Config, video: Path, nmea: Path, speed: str = "max",
     summary.repeats = ev.repeats
     summary.dropped_tracks = ev.dropped
     summary.lost = report.lost
+    summary.times = pipe.times
     summary.failed = report.failed
     if pipe.gps is not None:
         summary.fixes = pipe.gps.stats.fixes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +60,9 @@ class Frame:
     index: int
     """Frame number from the source's start (gaps mean frames were dropped)."""
     source: str = ""
+    read_mono: float = field(default_factory=time.monotonic)
+    """time.monotonic() when this process got the frame (a recording's frames too): where
+    the latency of what is found in it starts."""
 
 
 Box = tuple[float, float, float, float]

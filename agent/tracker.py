@@ -10,7 +10,9 @@ Matching is greedy by best affinity — with a handful of objects per frame that
 is what the Hungarian method would pick too, without a SciPy dependency.
 
 A track ends when it has not been seen for ``max_missed_s`` of capture time;
-``update`` returns the tracks that ended so the event stage can make findings.
+``update`` returns the tracks that ended so the event stage can make findings. Frames
+that perception did not analyse (agent/sampling.py) are passed to ``skip``: their time
+is excused, so a track is not ended by frames nobody looked at.
 Classes are kept per observation and voted on at the end, so a track that the
 model calls "garbage" nine times and "bin" once stays garbage.
 """
@@ -45,6 +47,8 @@ class Observation:
 class Track:
     id: int
     observations: list[Observation] = field(default_factory=list)
+    excused_s: float = 0.0
+    """Capture time since its last observation that passed in skipped frames."""
 
     @property
     def last(self) -> Observation:
@@ -98,6 +102,15 @@ class Tracker:
         self.class_aware = class_aware
         self.active: list[Track] = []
         self._ids = itertools.count(1)
+        self._last_t: float | None = None
+
+    def skip(self, frame: Frame) -> None:
+        """A frame that was not analysed: its time does not count towards any track's end."""
+        t = frame.captured_mono
+        if self._last_t is not None and t > self._last_t:
+            for tr in self.active:
+                tr.excused_s += t - self._last_t
+        self._last_t = t
 
     def _affinity(self, track: Track, pred: Box, det: Detection) -> float:
         if self.class_aware and det.label != track.last.detection.label:
@@ -116,6 +129,7 @@ class Tracker:
     def update(self, frame: Frame, detections: list[Detection]) -> tuple[list[Track], list[Track]]:
         """Add one frame's detections. Returns (tracks updated now, tracks that ended)."""
         t = frame.captured_mono
+        self._last_t = t
         preds = [tr.predict(t) for tr in self.active]
         pairs = []
         for ti, tr in enumerate(self.active):
@@ -134,6 +148,7 @@ class Tracker:
             used_d.add(di)
             tr = self.active[ti]
             tr.observations.append(_obs(frame, detections[di]))
+            tr.excused_s = 0.0
             updated.append(tr)
         for di, det in enumerate(detections):
             if di not in used_d:
@@ -141,7 +156,7 @@ class Tracker:
                 self.active.append(tr)
                 updated.append(tr)
         ended = [tr for tr in self.active
-                 if t - tr.last.captured_mono > self.max_missed_s]
+                 if t - tr.last.captured_mono - tr.excused_s > self.max_missed_s]
         if ended:
             self.active = [tr for tr in self.active if tr not in ended]
         return updated, ended

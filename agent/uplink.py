@@ -60,6 +60,7 @@ from agent.link import MB, LinkReport, Meter, periods
 from agent.records import EVENT_SCHEMA_VERSION, ControlMessage, iso_utc
 from agent.stages import Heartbeat
 from agent.store import Store, StoredEvent
+from agent.timings import StageTimes
 from agent.topics import Topics
 
 log = logging.getLogger("uplink")
@@ -177,6 +178,8 @@ class Uplink:
         self.topics = Topics(self.mq.root, cfg.device.id)
         self.stats = UplinkStats()
         self.heartbeat = Heartbeat()
+        self.times: StageTimes | None = None
+        """Set by the pipeline: delivery latencies (agent/timings.py)."""
         self.clock_trusted = clock_trusted
         self._said_untrusted = False
         self.on_control = on_control
@@ -682,6 +685,9 @@ class Uplink:
             if entry.image_held:
                 self._acked_held.add(event_id)
             self.stats.puback_ms = round((time.monotonic() - entry.sent_mono) * 1000, 1)
+            if self.times is not None:
+                self.times.add("publish_to_puback", self.stats.puback_ms)
+                self.times.end(event_id, "capture_to_puback", forget=True)
 
     def _flush_acks(self, store: Store) -> None:
         if self._images_acked:

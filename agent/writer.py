@@ -29,6 +29,7 @@ from agent.backoff import Backoff
 from agent.records import Event
 from agent.stages import Faults, Heartbeat
 from agent.store import Store, StoreError
+from agent.timings import StageTimes, Stopwatch
 
 log = logging.getLogger("store")
 
@@ -68,10 +69,12 @@ class StoreWriter:
                  on_commit: Callable[[], None] | None = None,
                  retry_min_s: float = 0.5, retry_max_s: float = 10.0,
                  busy_timeout_s: float = BUSY_TIMEOUT_S, quota_mb: float | None = None,
-                 evict_undelivered_images: bool = True) -> None:
+                 evict_undelivered_images: bool = True,
+                 times: StageTimes | None = None) -> None:
         """``quota_mb``: after each commit the outbox is brought within it
         (:meth:`~agent.store.Store.enforce_quota`); None: no quota."""
         self.path = Path(path)
+        self.times = times
         self.max_held = max_held
         self.quota_bytes = None if quota_mb is None else int(quota_mb * 1024 * 1024)
         self.evict_undelivered_images = evict_undelivered_images
@@ -145,7 +148,8 @@ class StoreWriter:
                         store = Store(self.path, synchronous="FULL",
                                       busy_timeout_s=self.busy_timeout_s)
                     try:
-                        self._commit(store, batch)
+                        with Stopwatch(self.times, "commit"):
+                            self._commit(store, batch)
                     except (StoreError, sqlite3.Error, OSError):
                         raise
                     except Exception:  # noqa: BLE001 - not the outbox's doing: a finding's
@@ -204,6 +208,9 @@ class StoreWriter:
                 self._queue.popleft()
             self.stats.held = len(self._queue)
         self.stats.committed += len(batch) - lost
+        if self.times is not None:
+            for ev in batch:
+                self.times.end(ev.id, "capture_to_commit")
         if self.stats.unwritable_since is not None:
             log.warning("the outbox is writable again after %.0f s; %d held findings "
                         "committed", self._outage_s(), len(batch))
