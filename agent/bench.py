@@ -37,6 +37,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,9 @@ import cv2
 import numpy as np
 
 from agent.config import Config, MqttConfig, SamplingConfig, resolve_shipped
+from agent.geo import destination
 from agent.nmea import read_nmea_stats
-from agent.records import Fix
+from agent.records import Event, Fix, Frame, Position
 
 log = logging.getLogger("bench")
 
@@ -268,11 +270,165 @@ def cpu_at_pace(cfg: Config, video: Path, fixes: list[Fix], workdir: Path, name:
         pipe.stop()
 
 
+# --- cost as work grows ----------------------------------------------------------------------
+
+
+class LoopedDrive:
+    """A long drive made of a short recording played over and over (re-read each time: no
+    frame is held in memory), its frames stamped on one continuous timeline, for the
+    growth figures: hours of frames without hours of rendering."""
+
+    live = False
+    timebase = "recording"
+
+    def __init__(self, video: Path, frames: int, start: datetime, fps: float,
+                 stop: threading.Event) -> None:
+        from agent.sources import SourceStats
+        from agent.stages import Heartbeat
+        self.video, self.total, self.start, self.fps, self._stop = video, frames, start, fps, stop
+        self.name = f"looped:{video.name}"
+        self.stats = SourceStats()
+        self.heartbeat = Heartbeat()
+        self._cap = cv2.VideoCapture(str(video))
+        self._i = 0
+
+    def read(self) -> Frame | None:
+        self.heartbeat.beat()
+        if self._i >= self.total or self._stop.is_set():
+            return None
+        ok, img = self._cap.read()
+        if not ok:  # the end of the recording: round again
+            self._cap.release()
+            self._cap = cv2.VideoCapture(str(self.video))
+            ok, img = self._cap.read()
+            if not ok:
+                return None
+        t = self._i / self.fps
+        f = Frame(img, self.start + timedelta(seconds=t), t, self._i, self.name)
+        self._i += 1
+        self.stats.frames += 1
+        return f
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+def long_drive(cfg: Config, video: Path, minutes: float, broker: tuple[str, int],
+               workdir: Path) -> dict[str, float]:
+    """``minutes`` of driving at 10 m/s (the sample drive's frames over and over, so every
+    lap's objects are new findings 600 m on), every frame analysed as fast as it goes and
+    every finding delivered: RSS and time per frame in the first and the last minute."""
+    from agent.pipeline import Feeds, Pipeline
+    fps = cfg.camera.fps
+    total = int(minutes * 60 * fps)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    lat0, lon0 = 37.5, 127.0
+    fixes = []
+    for k in range(int(minutes * 60) + 2):  # 1 Hz, north at 10 m/s
+        lat, lon = destination(lat0, lon0, 0.0, 10.0 * k)
+        fixes.append(Fix(start + timedelta(seconds=k), lat, lon, 3, 10.0, 0.0, 3.0))
+    feeds = Feeds(camera=lambda stop: LoopedDrive(video, total, start, fps, stop),  # type: ignore[arg-type,return-value]
+                  fixes=fixes, fix_history_s=float("inf"), every_frame=True)
+    mq = MqttConfig(host=broker[0], port=broker[1], client_id="bench-long")
+    pipe = Pipeline(cfg.model_copy(update={"mqtt": mq}), feeds,
+                    store_path=workdir / "long.db")
+    samples: list[tuple[float, int, float]] = []  # (wall, frames analysed, rss MB)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.05):  # a minute of frames goes by in a few seconds here
+            assert pipe.perception is not None
+            samples.append((time.monotonic(), pipe.perception.stats.frames, _rss_mb()[0]))
+
+    watcher = threading.Thread(target=watch, name="bench-watch", daemon=True)
+    watcher.start()
+    try:
+        pipe.run(until_drained=True, drain_timeout_s=120)
+    finally:
+        done.set()
+        watcher.join(2)
+    per_min = 60 * fps
+
+    def minute(first: bool) -> tuple[float, float]:
+        # frames strictly inside the minute: once the last frame is analysed the pipeline
+        # only drains (the last findings, the broker), which is not time per frame
+        lo, hi = (0, per_min) if first else (total - per_min, total)
+        inside = [s for s in samples if lo <= s[1] < hi] or samples[:2]
+        a, b = inside[0], inside[-1]
+        ms = (b[0] - a[0]) * 1e3 / max(1, b[1] - a[1])
+        return ms, max(s[2] for s in inside)
+
+    (ms0, rss0), (ms1, rss1) = minute(True), minute(False)
+    assert pipe.findings is not None and pipe.uplink is not None
+    return {"long_minutes": minutes, "long_frames": total,
+            "long_findings": pipe.findings.stats.findings,
+            "long_delivered": pipe.uplink.stats.delivered,
+            "long_frame_ms_first_min": ms0, "long_frame_ms_last_min": ms1,
+            "long_rss_mb_first_min": rss0, "long_rss_mb_last_min": rss1}
+
+
+BACKLOG_SPACING_S = 6.0
+"""100,000 findings in a week: one every six seconds."""
+
+
+def _backlog_event(i: int, jpeg: bytes) -> Event:
+    return Event(label="garbage", score=0.9, bbox=(0.1, 0.2, 0.3, 0.4),
+                 captured_utc=datetime(2026, 1, 1, tzinfo=UTC)
+                 + timedelta(seconds=i * BACKLOG_SPACING_S),
+                 captured_mono=float(i), image_jpeg=jpeg,
+                 position=Position(37.5 + i * 1e-5, 127.0, 4.0, "vehicle"), model="bench")
+
+
+def backlog(cfg: Config, size: int, broker: tuple[str, int], workdir: Path,
+            deliver: int = 300) -> dict[str, float]:
+    """An outbox holding ``size`` undelivered findings (a week in an LTE dead zone): the
+    time to commit one more, to pick the next batch to send, to start a unit on it, and
+    the delivery rate of its first ``deliver``."""
+    from agent.pipeline import Feeds, Pipeline
+    from agent.store import Store
+    from agent.uplink import Uplink
+    path = workdir / f"backlog-{size}.db"
+    jpeg = cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))[1].tobytes()
+    with Store(path) as store:
+        for k in range(0, size, 2000):
+            store.add_many([_backlog_event(i, jpeg) for i in range(k, min(size, k + 2000))])
+        commit, pick = [], []
+        for j in range(30):
+            ev = _backlog_event(size + j, jpeg)
+            t0 = time.perf_counter()
+            store.add_many([ev])
+            commit.append((time.perf_counter() - t0) * 1e3)
+            t0 = time.perf_counter()
+            store.pending(32)
+            pick.append((time.perf_counter() - t0) * 1e3)
+    mq = MqttConfig(host=broker[0], port=broker[1], client_id=f"bench-backlog-{size}")
+    unit = cfg.model_copy(update={"mqtt": mq, "store": cfg.store.model_copy(
+        update={"path": path})})
+    t0 = time.perf_counter()
+    pipe = Pipeline(unit, Feeds(camera=None), store_path=path)
+    startup_ms = (time.perf_counter() - t0) * 1e3
+    del pipe
+    up = Uplink(unit, path)
+    runner = threading.Thread(target=up.run, name="bench-uplink", daemon=True)
+    t0 = time.perf_counter()
+    runner.start()
+    want = min(deliver, size)
+    deadline = time.monotonic() + 120
+    while up.stats.delivered < want and time.monotonic() < deadline:
+        time.sleep(0.01)
+    rate = up.stats.delivered / (time.perf_counter() - t0)
+    up.stop(0)
+    runner.join(10)
+    return {"commit_ms": statistics.median(commit), "pick_ms": statistics.median(pick),
+            "startup_ms": startup_ms, "delivery_per_s": rate}
+
+
 # --- the whole bench -------------------------------------------------------------------------
 
 
 def run(cfg: Config, video: Path, nmea: Path, broker: tuple[str, int] | None = None,
-        baseline_frames: int = 200, ceiling_s: float = 5.0, pace_s: float = 8.0
+        baseline_frames: int = 200, ceiling_s: float = 5.0, pace_s: float = 8.0,
+        minutes: float = 60.0, backlog_sizes: tuple[int, int] = (100, 100_000)
         ) -> dict[str, Any]:
     """Every figure, as a flat dict (the ``--json`` file)."""
     for p in (video, nmea):
@@ -289,7 +445,7 @@ def run(cfg: Config, video: Path, nmea: Path, broker: tuple[str, int] | None = N
     # sampling off for the throughput figures: every frame analysed, as the ceiling is
     every_frame = cfg.model_copy(update={"sampling": SamplingConfig(stationary_speed_mps=0.0)})
     out: dict[str, Any] = {"model": str(cfg.detector.model_path()),
-                           "threads": cfg.detector.threads, "video": str(video),
+                           "threads": cfg.detector.thread_count(), "video": str(video),
                            "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="patrol-bench-") as tmp:
         work = Path(tmp)
@@ -303,6 +459,9 @@ def run(cfg: Config, video: Path, nmea: Path, broker: tuple[str, int] | None = N
                 for n in (1, 2, 4)}
             out.update(baseline(cfg, video, b, work, baseline_frames))
             p = pipeline(with_broker, video, nmea, work)
+            if minutes > 0:
+                out.update(long_drive(every_frame, video, minutes, b, work))
+            out["backlog"] = {n: backlog(cfg, n, b, work) for n in backlog_sizes}
         out.update({"pipeline_fps": p.fps, "pipeline_frames": p.frames,
                     "findings": p.findings, "delivered": p.delivered, "stages": p.stages})
         lat = p.stages.get("capture_to_commit", {})
@@ -365,6 +524,25 @@ def table(r: dict[str, Any]) -> str:
     lines += ["", "| stage | n | median ms | p95 ms |", "| --- | --- | --- | --- |"]
     for name, s in r["stages"].items():
         lines.append(f"| {name} | {s['n']} | {s['median_ms']:.2f} | {s['p95_ms']:.2f} |")
+    if "long_frames" in r:
+        lines += ["", f"As work grows: a {r['long_minutes']:g}-minute drive "
+                  f"({r['long_frames']} frames, {r['long_findings']} findings, "
+                  f"{r['long_delivered']} delivered):",
+                  "", "| | first minute | last minute |", "| --- | --- | --- |",
+                  f"| time per frame | {r['long_frame_ms_first_min']:.2f} ms | "
+                  f"{r['long_frame_ms_last_min']:.2f} ms |",
+                  f"| RSS | {r['long_rss_mb_first_min']:.0f} MB | "
+                  f"{r['long_rss_mb_last_min']:.0f} MB |"]
+    sizes = list(r["backlog"])
+    lines += ["", "An outbox backlog (undelivered findings):", "",
+              "| | " + " | ".join(f"{int(n):,} waiting" for n in sizes) + " |",
+              "| --- |" + " --- |" * len(sizes)]
+    for key, label, fmt in (("commit_ms", "commit one finding", "{:.2f} ms"),
+                            ("pick_ms", "pick the next batch", "{:.2f} ms"),
+                            ("startup_ms", "start a unit on it", "{:.0f} ms"),
+                            ("delivery_per_s", "delivery", "{:.0f} findings/s")):
+        lines.append(f"| {label} | " + " | ".join(fmt.format(r["backlog"][n][key])
+                                                  for n in sizes) + " |")
     lines.append("")
     lines.append("Bare invoke by interpreter threads: " + ", ".join(
         f"{n}: {fps:.0f} fps" for n, fps in r["ceiling_fps_by_threads"].items()) + ".")

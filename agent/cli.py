@@ -219,9 +219,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.broker and broker is None:
         return _fail(f"--broker {args.broker!r}: expected HOST:PORT", 2)
     print(f"benchmarking {cfg.detector.model_path().name} on {video} "
-          f"({cfg.detector.threads} threads); about a minute", file=sys.stderr)
+          f"({cfg.detector.thread_count()} threads); a few minutes", file=sys.stderr)
     try:
-        r = run(cfg, video, nmea, broker, baseline_frames=args.baseline_frames)
+        r = run(cfg, video, nmea, broker, baseline_frames=args.baseline_frames,
+                minutes=args.minutes, backlog_sizes=(100, args.backlog))
     except (BenchError, DetectorError) as e:
         return _fail(str(e), 2)
     print(table(r))
@@ -683,6 +684,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "on a free loopback port)")
     be.add_argument("--baseline-frames", type=int, default=200,
                     help="frames the single-threaded baseline runs (default 200)")
+    be.add_argument("--minutes", type=float, default=60.0,
+                    help="length of the long drive whose first and last minutes are "
+                    "compared (default 60; 0: skip it)")
+    be.add_argument("--backlog", type=int, default=100_000,
+                    help="the large outbox backlog compared with one of 100 (default 100000)")
     be.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     be.set_defaults(func=cmd_bench)
 

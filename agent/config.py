@@ -144,7 +144,10 @@ class DetectorConfig(Section):
     """yolov8 covers both axis orders ([1, 4+C, N] and [1, N, 4+C]); efficientdet_lite is
     Model Maker's export, the SSD post-processing op."""
     input: DetectorInputConfig = Field(default_factory=DetectorInputConfig)
-    threads: Annotated[int, Field(ge=1, le=16)] = 4
+    threads: Annotated[int, Field(ge=0, le=16)] = 0
+    """Interpreter threads; 0: one per CPU this process may use (a Pi 4 or 5: four). More
+    threads than CPUs lose: ``patrol-agent bench`` measured bare inference on 2 CPUs at
+    1, 2 and 4 threads (README, Performance), and 4 was slower than 2."""
     runtime: Literal["auto", "ai-edge-litert", "tflite-runtime"] = "auto"
     """The TFLite runtime: ai-edge-litert (auto: unless only tflite-runtime is installed).
     tflite-runtime is for images where ai-edge-litert cannot run; its int8 kernels are far
@@ -156,6 +159,15 @@ class DetectorConfig(Section):
     """Classes that become findings; the default model's distractors (bin, sign) do not."""
     iou_threshold: Annotated[float, Field(gt=0, le=1)] = 0.45
     max_detections: Annotated[int, Field(ge=1, le=500)] = 50
+
+    def thread_count(self) -> int:
+        """``threads``, with 0 made the number of CPUs this process may run on."""
+        if self.threads:
+            return self.threads
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
 
     def model_path(self) -> Path:
         return resolve_shipped(self.model)

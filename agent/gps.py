@@ -34,7 +34,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,7 +94,7 @@ def _moving_heading(a: Fix, b: Fix) -> float | None:
     return None
 
 
-def _heading(fixes: list[Fix], i: int) -> float | None:
+def _heading(fixes: Sequence[Fix], i: int) -> float | None:
     """The vehicle's heading between ``fixes[i]`` and ``fixes[i + 1]``. Standing still it
     is the heading it stopped with (the last moving step before), never the bearing of
     GPS noise: that turned a banner seen at a red light round to behind the vehicle."""
@@ -186,10 +186,13 @@ class FixHistory:
 
     def position_at(self, utc: datetime) -> GeoTag | None:
         """The vehicle's position at ``utc``; None when no usable fix is near enough."""
-        t = utc.timestamp()
+        # Under the lock, on the history itself: copying it for every frame cost time in
+        # proportion to its length (a replayed hour holds 3600 fixes; patrol-agent bench).
         with self._lock:
-            times = list(self._times)
-            fixes = list(self._fixes)
+            return self._position_at(utc.timestamp())
+
+    def _position_at(self, t: float) -> GeoTag | None:
+        times, fixes = self._times, self._fixes
         if not fixes:
             return None
         i = bisect.bisect_left(times, t)
@@ -219,7 +222,7 @@ class FixHistory:
         acc = max(a.eph_m or DEFAULT_ACCURACY_M, b.eph_m or DEFAULT_ACCURACY_M)
         return GeoTag(lat, lon, heading, speed, acc, False, min(t - ta, tb - t))
 
-    def _tag(self, f: Fix, fixes: list[Fix], i: int, age: float) -> GeoTag:
+    def _tag(self, f: Fix, fixes: Sequence[Fix], i: int, age: float) -> GeoTag:
         if i + 1 < len(fixes):
             heading = _heading(fixes, i)
         elif i > 0:
@@ -229,7 +232,7 @@ class FixHistory:
         return GeoTag(f.lat, f.lon, heading, f.speed_mps,  # type: ignore[arg-type]
                       f.eph_m or DEFAULT_ACCURACY_M, False, age)
 
-    def _extrapolate(self, f: Fix, fixes: list[Fix], i: int, dt: float) -> GeoTag:
+    def _extrapolate(self, f: Fix, fixes: Sequence[Fix], i: int, dt: float) -> GeoTag:
         base = self._tag(f, fixes, i, abs(dt))
         speed = f.speed_mps or 0.0
         heading = base.heading_deg if base.heading_deg is not None else f.track_deg

@@ -113,7 +113,8 @@ def build_detector(cfg: Config, model: Path | None = None, every_class: bool = F
     def three(v: float | list[float] | None) -> tuple[float, float, float] | None:
         return None if v is None else (tuple(v) if isinstance(v, list) else (v, v, v))
     pre = Preprocess("letterbox", i.interpolation, i.channels, three(i.mean), three(i.std))
-    return Detector(model or d.model_path(), labels or d.labels, threads=threads or d.threads,
+    return Detector(model or d.model_path(), labels or d.labels,
+                    threads=threads or d.thread_count(),
                     runtime=d.runtime, layout=d.layout,
                     score_threshold=d.score_threshold, class_thresholds=d.class_thresholds,
                     allow=None if every_class else d.allow, iou_threshold=d.iou_threshold,

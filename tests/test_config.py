@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -26,7 +27,8 @@ def test_defaults_make_a_valid_offline_config() -> None:
     cfg = Config()
     assert cfg.mqtt is None  # no broker configured: findings stay on the SD card
     assert cfg.store.path == Path("/var/lib/patrol-agent/outbox.db")
-    assert cfg.detector.threads == 4  # a Pi 4/5 has four cores
+    # one interpreter thread per CPU it may use: four on a Pi 4/5, never more than it has
+    assert cfg.detector.threads == 0 and cfg.detector.thread_count() == len(os.sched_getaffinity(0))
 
 
 def test_unknown_key_is_named(tmp_path: Path) -> None:
@@ -45,9 +47,9 @@ def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
 
 
 def test_out_of_range_value(tmp_path: Path) -> None:
-    probs = problems_of(tmp_path, "[mqtt]\nhost = \"b\"\nport = 70000\n[detector]\nthreads = 0\n")
+    probs = problems_of(tmp_path, "[mqtt]\nhost = \"b\"\nport = 70000\n[detector]\nthreads = 64\n")
     assert any(p.startswith("mqtt.port = 70000:") for p in probs)
-    assert any(p.startswith("detector.threads = 0:") for p in probs)
+    assert any(p.startswith("detector.threads = 64:") for p in probs)
 
 
 def test_missing_broker_host(tmp_path: Path) -> None:

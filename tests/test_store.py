@@ -70,7 +70,7 @@ def test_a_schema_1_store_is_migrated_to_the_latest_and_keeps_its_events(tmp_pat
     old = [make_event(i) for i in range(3)]
     _schema_1_store(db, old)
     with Store(db) as s:
-        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         assert s.counts() == {"pending": 2, "delivered": 1}
         got = {g.event.id: g for g in s.iter_events()}
         assert list(got) == [e.id for e in old]
