@@ -19,9 +19,10 @@ and every region is padded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import cv2
 import numpy as np
@@ -33,6 +34,7 @@ from agent.plates import PlateDetector
 log = logging.getLogger("privacy")
 
 Box = tuple[float, float, float, float]
+T = TypeVar("T")
 
 CASCADES = {
     "face": ("haarcascade_frontalface_default.xml", "haarcascade_profileface.xml"),
@@ -67,6 +69,21 @@ def _cascade_dir() -> Path:
     return path
 
 
+def _model_or_fallback(kind: str, load: Callable[[], T], required: bool, fallback: str,
+                       weakness: str) -> T | None:
+    """The ``kind`` model, or None (and a warning naming the fallback) when it cannot be
+    loaded; PrivacyError instead when the config asked for the model itself."""
+    try:
+        return load()
+    except (DetectorError, ValueError) as e:
+        if required:
+            raise PrivacyError(f"no {kind} detector: {e}") from None
+        log.warning("privacy: the %s model cannot be used (%s); %ss are found by %s "
+                    "instead, which miss%s %s", kind, e, kind, fallback,
+                    "" if fallback.endswith("s") else "es", weakness)
+        return None
+
+
 def _gray(image: np.ndarray) -> np.ndarray:
     """What the cascades search: grey, histogram-equalised."""
     return cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
@@ -82,24 +99,15 @@ class Redactor:
         self.method = method
         self.face_model: FaceDetector | None = None
         if faces != "haar":
-            try:
-                self.face_model = FaceDetector(face_model)
-            except (DetectorError, ValueError) as e:
-                if faces == "blazeface":
-                    raise PrivacyError(f"no face detector: {e}") from None
-                log.warning("privacy: the face model cannot be used (%s); faces are found "
-                            "by OpenCV's Haar cascades instead, which miss small and turned "
-                            "faces", e)
+            self.face_model = _model_or_fallback(
+                "face", lambda: FaceDetector(face_model), required=faces == "blazeface",
+                fallback="OpenCV's Haar cascades", weakness="small and turned faces")
         self.plate_model: PlateDetector | None = None
         if plates != "haar":
-            try:
-                self.plate_model = PlateDetector(plate_model)
-            except (DetectorError, ValueError) as e:
-                if plates == "model":
-                    raise PrivacyError(f"no plate detector: {e}") from None
-                log.warning("privacy: the plate model cannot be used (%s); plates are found "
-                            "by OpenCV's Russian-plate Haar cascade instead, which misses "
-                            "most Korean plates", e)
+            self.plate_model = _model_or_fallback(
+                "plate", lambda: PlateDetector(plate_model), required=plates == "model",
+                fallback="OpenCV's Russian-plate Haar cascade",
+                weakness="most Korean plates")
         self.pad = pad
         self.min_size_px = min_size_px
         base = _cascade_dir()
