@@ -280,6 +280,7 @@ class LoopedDrive:
 
     live = False
     timebase = "recording"
+    drops_unread = False
 
     def __init__(self, video: Path, frames: int, start: datetime, fps: float,
                  stop: threading.Event) -> None:

@@ -1071,7 +1071,7 @@ class Pipeline:
     def _capture(self, source: FrameSource, stop: threading.Event) -> None:
         try:
             while not stop.is_set():
-                if self._standing() and stop.wait(STANDING_READ_S):
+                if source.drops_unread and self._standing() and stop.wait(STANDING_READ_S):
                     break
                 with self.camera_faults.guard(f"a read of {source.name}"):
                     with Stopwatch(self.times, "decode"):
@@ -1087,7 +1087,8 @@ class Pipeline:
 
     def _standing(self) -> bool:
         """The vehicle stands and frames are taken at the camera's pace (not a recording
-        read frame by frame): the camera need not hand over every frame."""
+        read frame by frame): a camera that drops unread frames need not be read at its
+        full rate (a stream, which would buffer them, always is)."""
         return (self.perception is not None and self.perception.sampler.standing
                 and not self.slot.every_frame)
 

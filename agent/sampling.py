@@ -7,7 +7,8 @@ vehicle has gone that far since the last one. Both need the GPS: a frame without
 position is always analysed (missing an object costs more than analysing a frame).
 
 While the vehicle stands, the camera stage also takes frames only every
-``STANDING_READ_S`` (a camera drops what nobody takes), so that decoding frames nobody
+``STANDING_READ_S`` from a source that drops what nobody takes (a device, a recording
+played at its pace; not a network stream, which would buffer them), so that decoding frames nobody
 analyses does not cost what analysing them would: the first frame taken after the vehicle
 moves on ends the pause.
 

@@ -76,6 +76,10 @@ class FrameSource(Protocol):
     """'system': frames carry this machine's clocks at capture (the GPS clock check maps
     them); 'recording': frames carry the recorded drive's own time."""
     stats: SourceStats
+    drops_unread: bool
+    """Frames not read are dropped by the source itself (a device's one-frame buffer, a
+    recording played at its pace), so reading slowly loses only frames, never time. A
+    stream buffers them instead: read slowly, it falls behind the world."""
     heartbeat: Heartbeat
     """Beaten for every frame and every second spent waiting to reopen the camera: a
     camera that is absent is retried, not stuck."""
@@ -139,6 +143,7 @@ class OpenCVSource:
             raise SourceError(f"camera.source {spec!r}: no such file, folder or device")
         self.name = f"{self.kind}:{spec}"
         self.paced = paced and not self.live
+        self.drops_unread = self.kind == "device" or self.paced
         self.timebase: Timebase = "recording" if start_utc is not None and not self.live \
             else "system"
         # A recording's clock starts at its first read (a paced one plays from then);
@@ -314,6 +319,7 @@ class Picamera2Source:
 
     live = True
     timebase: Timebase = "system"
+    drops_unread = False  # its request queue holds frames: never read slowly
 
     def __init__(self, *, width: int, height: int, fps: float,
                  stop: threading.Event | None = None,
