@@ -9,7 +9,7 @@ JSON, an object, a depth limit, and the types of the fields it uses. A payload t
 any of these gets an answer naming why (when it can be answered at all), is counted, and
 changes nothing. The stage runs on a thread of its own, fed by the uplink through a
 bounded queue that never blocks the MQTT thread: a flood is dropped and counted, not
-queued without end.
+queued without end; of the desired configs waiting, only each scope's newest is kept.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ class ControlStats:
     """Payloads that could not be acted on (malformed, unknown command, refused)."""
     dropped: int = 0
     """Messages dropped because the queue was full (a flood)."""
+    superseded: int = 0
+    """Desired configs replaced, unread, by a newer one of the same scope."""
 
 
 def _depth(value: Any, limit: int, level: int = 1) -> None:
@@ -181,8 +183,20 @@ class Control:
         return topics
 
     def put(self, msg: ControlMessage) -> None:
-        """A message from the uplink's thread: queued, never waited on."""
+        """A message from the uplink's thread: queued, never waited on.
+
+        A desired config is a state, not a request: of a scope's documents still waiting
+        only the newest matters, and it replaces the one before it. So a flood on the
+        config topics holds one place per scope in the queue, and neither crowds out the
+        office's commands (a ping sent after 500 hostile documents was dropped) nor loses
+        the newest document."""
         with self._cond:
+            if msg.topic in (self.topics.config_desired, self.topics.fleet_config_desired):
+                for i, queued in enumerate(self._queue):
+                    if not callable(queued) and queued.topic == msg.topic:
+                        del self._queue[i]
+                        self.stats.superseded += 1
+                        break
             if len(self._queue) >= MAX_QUEUE:
                 self.stats.dropped += 1
                 if self.stats.dropped in (1, 10, 100, 1000) or self.stats.dropped % 10000 == 0:

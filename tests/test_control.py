@@ -188,3 +188,30 @@ def test_a_thousand_hostile_payloads_leave_the_unit_working(tmp_path: Path, unit
         statuses = [json.loads(p) for t, p, _ in office.messages if t.endswith("/status")]
     assert statuses[-1]["config_hash"] == first_status["config_hash"]
     assert "Traceback" not in u.log
+
+
+def test_a_flood_of_desired_configs_never_crowds_out_a_command_or_the_newest_config() -> None:
+    """The control stage's queue, as the uplink's thread fills it while the stage is busy:
+    of each scope's desired configs only the newest waits, so a command sent after 500 of
+    them is still taken, and the last document is the one handled (a flood on the config
+    topics once made a unit drop the office's ping)."""
+    from agent.control import MAX_QUEUE, Control
+    from agent.records import ControlMessage
+    from agent.topics import Topics
+
+    topics = Topics("patrol", "unit-q")
+    handled: list[tuple[str, bytes]] = []
+    answers: list[bytes] = []
+    control = Control(topics, lambda topic, body, **kw: answers.append(body),
+                      {"ping": lambda req: {"pong": True}},
+                      desired=lambda scope, msg: handled.append((scope, msg.payload)))
+    for i in range(500):
+        topic = topics.config_desired if i % 2 else topics.fleet_config_desired
+        control.put(ControlMessage(topic, f"doc {i}".encode(), retained=True))
+    control.put(ControlMessage(topics.cmd("ping"), b'{"request_id": "p1"}'))
+    assert control.stats.dropped == 0 and control.stats.superseded == 498
+    control.close()
+    control.run()  # handles what waits, then returns: closed
+    assert handled == [("fleet", b"doc 498"), ("device", b"doc 499")]
+    assert len(answers) == 1 and json.loads(answers[0])["ok"] is True
+    assert MAX_QUEUE < 500  # the flood was larger than the queue

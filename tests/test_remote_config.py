@@ -311,9 +311,9 @@ def test_500_hostile_payloads_on_the_config_topics_change_nothing(rig: Rig) -> N
 
     # 500: each is a config report to make and publish, and with the other test file's unit
     # beside it (the suite runs two at a time) a thousand took over three minutes once.
-    # derandomize: the same 500 every run. A random draw made the unit stop answering its
-    # commands in 3 runs of about 10 (the unit idle, the ping never reaching its control
-    # stage): an open defect, recorded in the stop's note, not yet found.
+    # derandomize: the same 500 every run. The unit once stopped answering after them (the
+    # ping, sent while the flood still filled the control queue, was dropped); a scope's
+    # waiting desired configs now give way to its newest (tests/test_control.py).
     @settings(max_examples=500, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(payload=_HOSTILE, fleet=st.booleans())
