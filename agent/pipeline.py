@@ -1029,7 +1029,9 @@ class Pipeline:
         parts = []
         if self.perception is not None:
             frames, since = self._frames_seen
-            now, n = time.monotonic(), self.perception.stats.frames
+            # frames through perception, analysed or not: a parked unit's camera still works
+            st = self.perception.stats
+            now, n = time.monotonic(), st.frames + st.skipped
             self._frames_seen = (n, now)
             if self._running("camera"):
                 parts.append(f"{(n - frames) / max(1e-3, now - since):.1f} frames/s")
@@ -1050,6 +1052,8 @@ class Pipeline:
             u = self.uplink.stats
             parts.append("broker connected" if u.connected
                          else f"broker not connected ({u.last_error or 'connecting'})")
+        if self.perception is not None and self.perception.sampler.standing:
+            parts.append("parked: frames not analysed")
         return ", ".join(parts)
 
     def _running(self, name: str) -> bool:
