@@ -13,7 +13,7 @@ the configured model, with a private Mosquitto on a free loopback port (or ``--b
   each detection into SQLite, publish it and wait for its PUBACK;
 * **standing still**: the pipeline run at the camera's own pace twice, the vehicle moving
   and then parked, and the CPU each takes;
-* peak RSS of the process.
+* peak RSS of the agent replaying the drive as its own process.
 
 It prints a table and, with ``--json FILE``, writes the figures. Everything is relative
 to the same run on the same machine: no figure is judged against a constant measured

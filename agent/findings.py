@@ -106,12 +106,15 @@ class FindingStage:
         with self.faults.guard(f"track {ended.track.id}"):
             with Stopwatch(self.times, "finding"):
                 events = self.builder.finish([ended])
+            key = f"track {ended.track.id}"
             for ev in events:
                 if self.times is not None:
-                    self.times.rekey(f"track {ended.track.id}", ev.id)
+                    self.times.rekey(key, ev.id)
                 pos = (f"{ev.position.lat:.6f},{ev.position.lon:.6f} "
                        f"±{ev.position.accuracy_m:.0f} m ({ev.position.source})"
                        if ev.position else "no GPS fix")
                 log.info("finding: %s %.2f at %s, %d frames", ev.label, ev.score, pos,
                          ev.attributes.get("frames", 0))
                 self.submit(ev)
+            if self.times is not None:
+                self.times.forget(key)  # a track that made no finding: nothing to time

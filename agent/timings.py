@@ -3,7 +3,7 @@
 Each stage adds its own durations (``add``); a finding's latency is marked where it starts
 (``start``: the moment the frame that decided it was read) and read where it ends
 (``end``: committed to the outbox, acknowledged by the broker). Kept in memory, the last
-``keep`` of each, for ``patrol-agent bench`` and telemetry; appending to a deque is safe
+``keep`` of each, for ``patrol-agent bench``; appending to a deque is safe
 from any thread.
 """
 
@@ -63,6 +63,11 @@ class StageTimes:
             t0 = self._started.pop(old, None)
             if t0 is not None:
                 self._started[new] = t0
+
+    def forget(self, key: str) -> None:
+        """``key``'s clock stops unread (a track that made no finding)."""
+        with self._lock:
+            self._started.pop(key, None)
 
     def values(self, name: str) -> list[float]:
         return list(self._ms.get(name, ()))
