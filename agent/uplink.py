@@ -450,9 +450,11 @@ class Uplink:
             log.info("connected to broker %s (MQTT %s)", self._where(), self.mq.protocol)
         self.stats.reconnects += 1
         del dropped
-        client.publish(self.topics.status, self._status_payload("online"), qos=1, retain=True)
+        # Subscribed before it says online: the broker takes one client's packets in order,
+        # so an office that sends a command on seeing "online" finds the unit listening.
         for topic in self.subscriptions:
             client.subscribe(topic, qos=1)
+        client.publish(self.topics.status, self._status_payload("online"), qos=1, retain=True)
         with self._out_lock:  # the retained answers, again: the broker may have lost them
             queued = {t for t, _, _, retain, _ in self._outgoing if retain}
             self._outgoing.extend((t, p, 1, True, None) for t, p in self._sticky.items()

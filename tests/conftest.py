@@ -345,6 +345,15 @@ class Office:
         with self.lock:
             return [json.loads(p) for t, p, _ in self.messages if t == f"{self.base}/status"]
 
+    def onlines(self) -> int:
+        """How many times the unit has said it is online (its retained status)."""
+        return sum(st.get("state") == "online" for st in self.statuses())
+
+    def wait_online(self, timeout: float, more_than: int = 0) -> None:
+        """Until the unit says it is online (once more than ``more_than`` times), as the
+        office waits before it sends a command: the unit subscribes before it says so."""
+        wait_until(lambda: self.onlines() > more_than, timeout, "the unit's online status")
+
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:

@@ -33,7 +33,7 @@ def unit(tmp_path: Path) -> Iterator[tuple[Unit, Office, Mosquitto, Path]]:
     cfg = unit_config(tmp_path / "a.toml", device="unit-c", camera=str(SAMPLE / "video.mp4"),
                       db=db, broker_port=broker.port)
     u = Unit(cfg)
-    u.wait_for("connected to broker", 60)
+    office.wait_online(60)
     try:
         yield u, office, broker, db
     finally:

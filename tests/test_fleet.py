@@ -61,7 +61,7 @@ class SignedRig:
         self.office = Office(self.broker.port, BASE)
         self.office.client.subscribe(f"{BASE}/cmd/+", qos=1)  # to replay what was sent
         self.unit = Unit(self.cfg)
-        self.unit.wait_for("connected to broker", 60)
+        self.office.wait_online(60)
         self.unit.wait_for("GPS fix acquired", 60)
 
     def push(self, *args: str) -> subprocess.CompletedProcess:
@@ -163,8 +163,9 @@ def test_signed_commands_are_done_once_and_not_after_they_expire(rig: SignedRig)
 
     # A restart does not forget what was done: the replay is still refused.
     rig.unit.stop()
+    onlines = rig.office.onlines()
     rig.unit = Unit(rig.cfg)
-    rig.unit.wait_for("connected to broker", 60)
+    rig.office.wait_online(60, more_than=onlines)
     rig.unit.wait_for("GPS fix acquired", 60)
     rig.office.client.publish(f"{BASE}/cmd/ping", sent[0], qos=1).wait_for_publish(5)
     wait_until(lambda: len([a for a, _ in rig.office.answers("ping")

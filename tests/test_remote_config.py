@@ -51,8 +51,9 @@ class Rig:
         self.unit = self.start()
 
     def start(self) -> Unit:
+        onlines = self.office.onlines()
         self.unit = Unit(self.cfg)
-        self.unit.wait_for("connected to broker", 60)
+        self.office.wait_online(60, more_than=onlines)
         return self.unit
 
     def close(self) -> None:
@@ -180,8 +181,9 @@ def test_the_kept_config_is_in_force_after_a_restart_before_the_broker_is_back(
         wait_until(lambda: tele.exists() and json.loads(tele.read_text()).get(
             "config_hash") == r["config_hash"], 30, "telemetry with the kept config")
         # The retained copy, when the broker is back, changes nothing and says nothing.
+        onlines = rig.office.onlines()
         rig.broker.start()
-        unit.wait_for("connected to broker", 30)
+        rig.office.wait_online(30, more_than=onlines)
         assert rig.office.ask("ping")["ok"] is True  # the retained copy came before it
         assert "pipeline: device config" not in unit.log and "config in force" not in unit.log
     finally:
