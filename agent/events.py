@@ -23,7 +23,9 @@ event if it was seen often and confidently enough:
   (:class:`RecentFindings`) starts from the store's findings of the window, so
   an ignition cycle does not report again what was just reported;
 * its image is the best frame with faces and licence plates blurred: it is
-  redacted here, before the store ever sees it. Its crop (the object's box
+  redacted here (:meth:`EventBuilder.picture`), before the store ever sees it; the
+  finding's record may be stored first and the picture attached after (findings.py),
+  and it is not sent until then. Its crop (the object's box
   with a margin, see :func:`crop_box`) is cut from that redacted image, so the
   crop can never show what the full picture hides.
 """
@@ -44,7 +46,7 @@ from agent.config import CameraConfig, EventsConfig
 from agent.geo import LocalFrame, destination, haversine_m
 from agent.gps import FrameClock, GeoTag, recording_time
 from agent.privacy import Redactor
-from agent.records import Box, Detection, Event, Frame, PastFinding, Position, new_event_id
+from agent.records import Box, Detection, Event, Frame, PastFinding, Picture, Position, new_event_id
 from agent.tracker import Track
 
 log = logging.getLogger("events")
@@ -154,7 +156,7 @@ class EventStats:
     repeats: int = 0
     """The same object as a recent finding (``events.dedup_*``)."""
     unencodable: int = 0
-    """Its picture could not be encoded."""
+    """Findings kept without their picture: it could not be encoded."""
     unredactable: int = 0
     """Findings kept without their picture: the privacy step failed on it."""
 
@@ -162,7 +164,7 @@ class EventStats:
     def dropped(self) -> int:
         """Tracks that were not findings for any reason but being a repeat."""
         return (self.too_short + self.weak + self.too_far + self.moves_with_vehicle
-                + self.unconfirmed + self.unencodable)
+                + self.unconfirmed)
 
 
 class RecentFindings:
@@ -271,17 +273,29 @@ class EventBuilder:
         self.stats = EventStats()
 
     def finish(self, ended: list[EndedTrack]) -> list[Event]:
+        """The findings of these tracks, each with its redacted picture (:meth:`decide`,
+        then :meth:`picture`, on one thread)."""
+        out = []
+        for ev, shot in self.decide(ended):
+            pic = self.picture(ev, shot)
+            out.append(ev.replace(image_jpeg=pic.image_jpeg, crop_jpeg=pic.crop_jpeg,
+                                  attributes={**ev.attributes, **pic.attributes}))
+        return out
+
+    def decide(self, ended: list[EndedTrack]) -> list[tuple[Event, BestShot]]:
+        """Which of these tracks are findings: each as an event without its picture yet,
+        with the view its picture is to be made of (:meth:`picture`)."""
         out = []
         for e in ended:
-            ev = self._event(e.track, list(e.shots))
-            if ev is not None:
+            decided = self._event(e.track, list(e.shots))
+            if decided is not None:
                 self.stats.findings += 1
-                out.append(ev)
+                out.append(decided)
         return out
 
     # --- one track ----------------------------------------------------------
 
-    def _event(self, tr: Track, shots: list[BestShot]) -> Event | None:
+    def _event(self, tr: Track, shots: list[BestShot]) -> tuple[Event, BestShot] | None:
         top = max(o.detection.score for o in tr.observations)
         if tr.frames < self.cfg.min_frames or not shots:
             self.stats.too_short += 1
@@ -321,34 +335,6 @@ class EventBuilder:
                 log.info("%s seen again %.0f s after the last one, neither placed by GPS "
                          "(a flicker); not reported again", label, ago)
             return None
-        image = best.frame.image
-        redaction: dict[str, object] = {"ran": False}
-        unredactable = False
-        if self.redactor is not None:
-            try:
-                image, rep = self.redactor.redact(image)
-                redaction = rep.as_dict()
-            except Exception as e:  # noqa: BLE001 (whatever failed, the picture must not leave)
-                unredactable = True
-                self.stats.unredactable += 1
-                redaction = {"ran": False, "failed": str(e)[:200]}
-                log.error("track %d: the privacy step failed on its picture (%s); the finding "
-                          "is kept without a picture", tr.id, e)
-        quality = [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality]
-        ok, jpeg = cv2.imencode(".jpg", image, quality)
-        if not ok:
-            self.stats.unencodable += 1
-            log.error("track %d: could not encode its picture; finding dropped", tr.id)
-            return None
-        # From the redacted image, never the frame: the crop must hide what the picture hides.
-        x0, y0, x1, y1 = crop_box(best.detection.bbox, w, h)
-        ok, crop_buf = cv2.imencode(".jpg", image[y0:y1, x0:x1], quality)
-        crop = crop_buf.tobytes() if ok else None
-        if unredactable:
-            jpeg, crop = np.frombuffer(b"", np.uint8), None
-        if crop is None:
-            # The full picture is the finding; a missing crop only costs the reviewer a zoom.
-            log.warning("track %d: could not encode its crop; finding kept without", tr.id)
         first, last = tr.observations[0], tr.observations[-1]
         # Where the vehicle was when the picture was taken: what the office needs to check
         # the object's placement, and the frame's own geotag (flagged if extrapolated).
@@ -369,15 +355,50 @@ class EventBuilder:
             "time_source": self.time_source(),
             "second_look": None if confirmed is None else round(confirmed, 2),
             "vehicle": vehicle,
-            "redaction": redaction,
         }
-        if crop is not None:
+        ev = Event(id=self.ids(), label=label, score=float(best.detection.score),
+                   bbox=best.detection.bbox,
+                   captured_utc=when, captured_mono=best.frame.captured_mono,
+                   image_jpeg=b"", position=position, model=self.model,
+                   config_version=self.config_version, attributes=attrs)
+        return ev, best
+
+    # --- its picture ----------------------------------------------------------
+
+    def picture(self, ev: Event, shot: BestShot) -> Picture:
+        """The finding's picture: ``shot``'s frame with faces and plates blurred, and the
+        object's crop cut from that. Empty when it cannot be redacted (the picture must
+        not leave) or encoded; the finding is kept and sent without one."""
+        image = shot.frame.image
+        h, w = image.shape[:2]
+        redaction: dict[str, object] = {"ran": False}
+        if self.redactor is not None:
+            try:
+                image, rep = self.redactor.redact(image)
+                redaction = rep.as_dict()
+            except Exception as e:  # noqa: BLE001 (whatever failed, the picture must not leave)
+                self.stats.unredactable += 1
+                log.error("finding %s: the privacy step failed on its picture (%s); the "
+                          "finding is kept without a picture", ev.id, e)
+                return Picture(ev.id, b"", None, {"redaction": {"ran": False,
+                                                                "failed": str(e)[:200]}})
+        quality = [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality]
+        ok, jpeg = cv2.imencode(".jpg", image, quality)
+        if not ok:
+            self.stats.unencodable += 1
+            log.error("finding %s: could not encode its picture; the finding is kept "
+                      "without one", ev.id)
+            return Picture(ev.id, b"", None, {"redaction": redaction})
+        # From the redacted image, never the frame: the crop must hide what the picture hides.
+        x0, y0, x1, y1 = crop_box(shot.detection.bbox, w, h)
+        ok, crop_buf = cv2.imencode(".jpg", image[y0:y1, x0:x1], quality)
+        attrs: dict[str, object] = {"redaction": redaction}
+        if ok:
             attrs["crop_px"] = [x0, y0, x1, y1]  # where the crop sits in the picture
-        return Event(id=self.ids(), label=label, score=float(best.detection.score),
-                     bbox=best.detection.bbox,
-                     captured_utc=when, captured_mono=best.frame.captured_mono,
-                     image_jpeg=jpeg.tobytes(), position=position, model=self.model,
-                     config_version=self.config_version, attributes=attrs, crop_jpeg=crop)
+        else:
+            # The full picture is the finding; a missing crop only costs the reviewer a zoom.
+            log.warning("finding %s: could not encode its crop; kept without", ev.id)
+        return Picture(ev.id, jpeg.tobytes(), crop_buf.tobytes() if ok else None, attrs)
 
     def _confirm(self, tr: Track, label: str, shots: list[BestShot]) -> float | None:
         """The best score of the second look over the track's kept views (they stop at

@@ -6,8 +6,14 @@ time, so when a track ends its last views may lie past the newest fix, where the
 geotags could only be extrapolated. It is held until a fix at or after its last
 frame has arrived, at most :data:`FIX_WAIT_S` (a recording's fixes are all known
 at once: nothing waits). Then :class:`~agent.events.EventBuilder` decides whether
-it is a finding (place, second look, dedup) and makes its redacted pictures, and
-the finding goes to the store writer.
+it is a finding (place, second look, dedup).
+
+A finding goes to the store writer at once, without its picture, and its redacted
+picture follows (:meth:`~agent.events.EventBuilder.picture`, then
+:meth:`~agent.writer.StoreWriter.attach`): the privacy step runs two detectors over
+the whole picture in tiles, many times a frame's analysis, and a finding should be on
+the SD card, safe from a crash or a power cut, while it runs. It is sent only once its
+picture is attached; if the agent stops first, it is sent without one.
 
 The second look runs the model again, so this stage has an interpreter of its own:
 a TFLite interpreter is not to be shared between threads.
@@ -23,7 +29,7 @@ from collections.abc import Callable
 
 from agent.events import EndedTrack, EventBuilder, EventStats
 from agent.gps import FixHistory, FrameClock
-from agent.records import Event
+from agent.records import Event, Picture
 from agent.stages import Faults, Heartbeat
 from agent.timings import StageTimes, Stopwatch
 
@@ -38,10 +44,13 @@ class FindingStage:
     """Holds ended tracks until their fixes are in, then makes findings of them."""
 
     def __init__(self, builder: EventBuilder, history: FixHistory, frame_time: FrameClock,
-                 submit: Callable[[Event], object], fix_wait_s: float = FIX_WAIT_S,
-                 times: StageTimes | None = None) -> None:
-        """``fix_wait_s``: 0 when every fix is known before the frames (a log read directly)."""
+                 submit: Callable[[Event, bool], object], attach: Callable[[Picture], object],
+                 fix_wait_s: float = FIX_WAIT_S, times: StageTimes | None = None) -> None:
+        """``submit(finding, picture_to_follow)`` and ``attach(picture)``: the store
+        writer's; ``fix_wait_s``: 0 when every fix is known before the frames (a log read
+        directly)."""
         self.builder = builder
+        self.attach = attach
         self.times = times
         self.history = history
         self.frame_time = frame_time
@@ -105,9 +114,9 @@ class FindingStage:
     def _finish(self, ended: EndedTrack) -> None:
         with self.faults.guard(f"track {ended.track.id}"):
             with Stopwatch(self.times, "finding"):
-                events = self.builder.finish([ended])
+                decided = self.builder.decide([ended])
             key = f"track {ended.track.id}"
-            for ev in events:
+            for ev, _ in decided:
                 if self.times is not None:
                     self.times.rekey(key, ev.id)
                 pos = (f"{ev.position.lat:.6f},{ev.position.lon:.6f} "
@@ -115,6 +124,10 @@ class FindingStage:
                        if ev.position else "no GPS fix")
                 log.info("finding: %s %.2f at %s, %d frames", ev.label, ev.score, pos,
                          ev.attributes.get("frames", 0))
-                self.submit(ev)
-            if self.times is not None:
+                self.submit(ev, True)
+            if self.times is not None and not decided:
                 self.times.forget(key)  # a track that made no finding: nothing to time
+            for ev, shot in decided:
+                with Stopwatch(self.times, "picture"):
+                    picture = self.builder.picture(ev, shot)
+                self.attach(picture)

@@ -306,7 +306,7 @@ class Pipeline:
                 ids=ids)
             self._builder = builder
             self.findings = FindingStage(
-                builder, self.history, frame_time, self.writer.submit,
+                builder, self.history, frame_time, self.writer.submit, self.writer.attach,
                 fix_wait_s=0.0 if feeds.fixes and feeds.gpsd is None else FIX_WAIT_S,
                 times=self.times)
             self.perception = Perception(cfg, detector, self.history, self.findings.put,

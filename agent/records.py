@@ -178,6 +178,20 @@ class Event:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True, slots=True)
+class Picture:
+    """A finding's redacted picture and crop, made after its record was committed: the
+    record is durable within milliseconds of the track's end, while the privacy step
+    takes longer (see findings.py). Until it is attached the finding is not sent."""
+
+    event_id: str
+    image_jpeg: bytes = field(repr=False)
+    """Empty when the picture could not be redacted or encoded: sent without one."""
+    crop_jpeg: bytes | None = field(default=None, repr=False)
+    attributes: dict[str, object] = field(default_factory=dict)
+    """Added to the finding's attributes (``redaction``, ``crop_px``)."""
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

@@ -35,9 +35,9 @@ from typing import Any, Literal
 
 import sqlite_utils
 
-from agent.records import Event, PastFinding, Position, iso_utc, parse_iso_utc
+from agent.records import Event, PastFinding, Picture, Position, iso_utc, parse_iso_utc
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 log = logging.getLogger("store")
 
@@ -112,11 +112,19 @@ def _migrate_5(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_captured ON events (captured_utc)")
 
 
+def _migrate_6(db: sqlite_utils.Database) -> None:
+    # A finding's record is committed as soon as it is decided, its redacted picture some
+    # time later (Picture): 1 while it is being made. Such a finding is not sent yet.
+    db.execute("ALTER TABLE images ADD COLUMN picture_pending INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX images_picture_pending ON images (event_id) "
+               "WHERE picture_pending = 1")
+
+
 # Forward migrations: MIGRATIONS[n] takes a database at schema n to n + 1.
 # Append only; never edit a released step.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2,
                                                                _migrate_3, _migrate_4,
-                                                               _migrate_5]
+                                                               _migrate_5, _migrate_6]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -232,8 +240,12 @@ class Store:
         """Commit one event with its JPEG (and crop), atomically and durably."""
         self.add_many([event])
 
-    def add_many(self, events: list[Event]) -> None:
-        """Commit several events in one transaction (one fsync for all)."""
+    def add_many(self, events: list[Event], pictures: list[Picture] | None = None,
+                 pictures_to_follow: frozenset[str] | set[str] = frozenset()) -> None:
+        """Commit several events, and pictures of events committed before, in one
+        transaction (one fsync for all). An event whose id is in ``pictures_to_follow`` is
+        committed without its picture, which :class:`Picture` brings later; until then
+        it is not :meth:`pending` (not sent)."""
         now = iso_utc(datetime.now(UTC))
         with self._write():
             for ev in events:
@@ -245,7 +257,43 @@ class Store:
                     "sha256": hashlib.sha256(ev.image_jpeg).hexdigest(),
                     "crop": crop,
                     "crop_sha256": hashlib.sha256(crop).hexdigest() if crop is not None else None,
+                    "picture_pending": int(ev.id in pictures_to_follow),
                 })
+            for pic in pictures or ():
+                self._attach(pic)
+
+    def _attach(self, pic: Picture) -> None:
+        crop = pic.crop_jpeg
+        done = self.db.execute(
+            "UPDATE images SET jpeg = ?, sha256 = ?, crop = ?, crop_sha256 = ?, "
+            "picture_pending = 0 WHERE event_id = ? AND picture_pending = 1",
+            [pic.image_jpeg, hashlib.sha256(pic.image_jpeg).hexdigest(), crop,
+             hashlib.sha256(crop).hexdigest() if crop is not None else None, pic.event_id])
+        if done.rowcount != 1:
+            log.warning("finding %s has no picture waiting in the outbox (released at a "
+                        "start, or deleted); its picture is dropped", pic.event_id)
+            return
+        if pic.attributes:
+            row = self.db.execute("SELECT attributes FROM events WHERE id = ?",
+                                  [pic.event_id]).fetchone()
+            attrs = {**json.loads(row[0]), **pic.attributes}
+            self.db.execute("UPDATE events SET attributes = ? WHERE id = ?",
+                            [json.dumps(attrs, sort_keys=True, default=str), pic.event_id])
+
+    def release_pictures(self, reason: str) -> list[str]:
+        """Findings whose pictures were still being made when the agent stopped (a crash,
+        a power cut): no process will bring them now. They are sent without a picture,
+        their ``redaction`` saying why; their ids are returned. Only when no other
+        agent writes this outbox (at the writer's start)."""
+        if not self.pictures_pending():
+            return []  # the usual case: no write, no wait for another process's lock
+        with self._write():
+            ids = [r[0] for r in self.db.execute(
+                "SELECT event_id FROM images WHERE picture_pending = 1").fetchall()]
+            for i in ids:
+                self._attach(Picture(i, b"", None, {"redaction": {"ran": False,
+                                                                  "failed": reason}}))
+        return ids
 
     def mark_attempted(self, ids: list[str]) -> None:
         if not ids:
@@ -383,7 +431,7 @@ class Store:
                 created_since: datetime | None = None) -> list[StoredEvent]:
         """Pending events oldest first, skipping ``exclude`` (the in-flight set);
         with ``created_since``, only those committed at or after that time."""
-        where, params = "WHERE e.state = 'pending'", []
+        where, params = "WHERE e.state = 'pending' AND i.picture_pending = 0", []
         if created_since is not None:
             where += " AND e.created_utc >= ?"
             params.append(iso_utc(created_since))
@@ -451,6 +499,11 @@ class Store:
             "min(e.created_utc) FROM events e JOIN images i ON i.event_id = e.id "
             "WHERE e.state = 'pending'").fetchone()
         return n, size, parse_iso_utc(oldest) if oldest else None
+
+    def pictures_pending(self) -> int:
+        """Findings committed whose pictures are still being made."""
+        return self.db.execute("SELECT count(*) FROM images WHERE picture_pending = 1"
+                               ).fetchone()[0]
 
     def oldest_pending_utc(self) -> datetime | None:
         row = self.db.execute(

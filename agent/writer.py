@@ -1,10 +1,11 @@
 """The store writer: the one thread that commits findings to the outbox.
 
 The event stage hands each finding to :meth:`StoreWriter.submit`, which never blocks
-it. The writer's thread owns the outbox's ``synchronous=FULL`` connection (a SQLite
-connection stays on the thread that made it), commits what has queued up in one
-transaction, and then wakes the uplink. A finding exists once it is committed
-(see store.py); from then on it reaches the broker at least once.
+it, and its :class:`~agent.records.Picture` to :meth:`StoreWriter.attach` once made
+(findings.py: the finding is committed first). The writer's thread owns the outbox's
+``synchronous=FULL`` connection (a SQLite connection stays on the thread that made it),
+commits what has queued up in one transaction, and then wakes the uplink. A finding
+exists once it is committed (see store.py); from then on it reaches the broker at least once.
 
 If the outbox cannot be written for a while (another process holds its lock, the SD
 card is full, an I/O error), the findings are held in memory, up to ``store.max_held``
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.backoff import Backoff
-from agent.records import Event
+from agent.records import Event, Picture
 from agent.stages import Faults, Heartbeat
 from agent.store import Store, StoreError
 from agent.timings import StageTimes, Stopwatch
@@ -41,6 +42,8 @@ BUSY_TIMEOUT_S = 5.0
 @dataclass
 class WriterStats:
     committed: int = 0
+    pictures: int = 0
+    """Pictures attached to findings committed before them."""
     held: int = 0
     """Findings waiting for a commit now."""
     lost: int = 0
@@ -85,21 +88,27 @@ class StoreWriter:
         self.faults = Faults("store", item="finding")
         self.heartbeat = Heartbeat()
         self._backoff = Backoff(retry_min_s, retry_max_s)
-        self._queue: deque[Event] = deque()
+        self._queue: deque[Event | Picture] = deque()
+        self._to_follow: set[str] = set()
+        """Findings accepted without their pictures, whose pictures are still to come."""
         self._cond = threading.Condition()
         self._closed = False
         self._deadline = float("inf")
 
     # --- any thread ---------------------------------------------------------
 
-    def submit(self, event: Event) -> bool:
-        """Queue a finding for the next commit; never waits. False if it is lost."""
+    def submit(self, event: Event, picture_to_follow: bool = False) -> bool:
+        """Queue a finding for the next commit; never waits. False if it is lost.
+        ``picture_to_follow``: its picture comes later, by :meth:`attach`; it is not sent
+        before."""
         with self._cond:
             if len(self._queue) >= self.max_held:
                 self.stats.lost += 1
                 lost = True
             else:
                 self._queue.append(event)
+                if picture_to_follow:
+                    self._to_follow.add(event.id)
                 self.stats.held = len(self._queue)
                 self._cond.notify()
                 lost = False
@@ -109,6 +118,17 @@ class StoreWriter:
                       _what(event), self._outage_s(), self.stats.last_error, self.max_held,
                       self.stats.lost)
         return not lost
+
+    def attach(self, picture: Picture) -> None:
+        """The picture of a finding submitted with ``picture_to_follow``; never waits.
+        Always taken (one per finding accepted, so ``max_held`` bounds them too); that of
+        a finding that was lost is dropped."""
+        with self._cond:
+            if picture.event_id not in self._to_follow:
+                return
+            self._queue.append(picture)
+            self.stats.held = len(self._queue)
+            self._cond.notify()
 
     def close(self, timeout_s: float) -> None:
         """No more findings will come: :meth:`run` commits what is held and returns,
@@ -129,8 +149,17 @@ class StoreWriter:
 
     def run(self) -> None:
         store: Store | None = None
+        released = False
         retry_at = 0.0
         try:
+            try:  # at once, not at the first finding: those pictures are late already
+                store = Store(self.path, synchronous="FULL", busy_timeout_s=self.busy_timeout_s)
+                self._release_pictures(store)
+                released = True
+            except (StoreError, sqlite3.Error, OSError):
+                if store is not None:  # the first commit reports it, and retries
+                    store.close()
+                    store = None
             while True:
                 with self._cond:
                     while True:
@@ -147,6 +176,9 @@ class StoreWriter:
                     if store is None:
                         store = Store(self.path, synchronous="FULL",
                                       busy_timeout_s=self.busy_timeout_s)
+                        if not released:
+                            self._release_pictures(store)
+                            released = True
                     try:
                         with Stopwatch(self.times, "commit"):
                             self._commit(store, batch)
@@ -171,52 +203,77 @@ class StoreWriter:
             if store is not None:
                 store.close()
 
-    def _commit(self, store: Store, batch: list[Event]) -> None:
+    def _commit(self, store: Store, batch: list[Event | Picture]) -> None:
+        events = [x for x in batch if isinstance(x, Event)]
+        pictures = [x for x in batch if isinstance(x, Picture)]
+        with self._cond:
+            follow = {ev.id for ev in events if ev.id in self._to_follow}
         try:
-            store.add_many(batch)
+            store.add_many(events, pictures, follow)
         except sqlite3.IntegrityError:
             # One of them is in the outbox already (the same id: committed before a
             # failure was reported); commit the others one by one.
-            for ev in batch:
+            for ev in events:
                 try:
-                    store.add(ev)
+                    store.add_many([ev], pictures_to_follow=follow)
                 except sqlite3.IntegrityError:
                     log.info("finding %s is in the outbox already", ev.id)
+            store.add_many([], pictures)
 
-    def _commit_each(self, store: Store, batch: list[Event]) -> int:
+    def _commit_each(self, store: Store, batch: list[Event | Picture]) -> int:
         """A batch failed with an error that is not the outbox's: commit its findings one
         by one. One that fails so on its own is lost: logged (with the traceback, once
         per kind of error), counted, and skipped; how many is returned. An outbox error
         is raised as usual."""
         lost = 0
-        for ev in batch:
+        for item in batch:
             try:
-                store.add(ev)
+                self._commit(store, [item])
             except (StoreError, sqlite3.Error, OSError):
                 raise
             except Exception as e:  # noqa: BLE001 - counted and named below
+                if isinstance(item, Picture):
+                    log.error("the picture of finding %s cannot be stored (%s: %s); it is "
+                              "sent without one once the agent restarts", item.event_id,
+                              type(e).__name__, e)
+                    continue
                 lost += 1
                 self.stats.lost += 1
-                log.error("FINDING LOST: %s: it cannot be stored (%s: %s)", _what(ev),
+                log.error("FINDING LOST: %s: it cannot be stored (%s: %s)", _what(item),
                           type(e).__name__, e)
-                self.faults.record(f"finding {ev.id}", e)
+                self.faults.record(f"finding {item.id}", e)
         return lost
 
-    def _committed(self, batch: list[Event], lost: int = 0) -> None:
+    def _committed(self, batch: list[Event | Picture], lost: int = 0) -> None:
+        pictures = [x.event_id for x in batch if isinstance(x, Picture)]
         with self._cond:
             for _ in batch:
                 self._queue.popleft()
             self.stats.held = len(self._queue)
-        self.stats.committed += len(batch) - lost
+            self._to_follow.difference_update(pictures)
+        self.stats.committed += len(batch) - len(pictures) - lost
+        self.stats.pictures += len(pictures)
         if self.times is not None:
-            for ev in batch:
-                self.times.end(ev.id, "capture_to_commit")
+            for item in batch:
+                if isinstance(item, Event):
+                    self.times.end(item.id, "capture_to_commit")
+                else:
+                    self.times.end(item.event_id, "capture_to_picture")
         if self.stats.unwritable_since is not None:
             log.warning("the outbox is writable again after %.0f s; %d held findings "
                         "committed", self._outage_s(), len(batch))
             self.stats.unwritable_since = None
         self._backoff.reset()
         self.on_commit()
+
+    def _release_pictures(self, store: Store) -> None:
+        """Pictures a stopped agent was still making will not come (this writer's own
+        are all still in memory at its first commit)."""
+        ids = store.release_pictures("the agent stopped before its picture was made")
+        if ids:
+            log.warning("%d findings committed before the agent stopped had no picture yet "
+                        "(%s): they are sent without one", len(ids), ", ".join(ids[:5]) +
+                        (" …" if len(ids) > 5 else ""))
 
     def _keep_quota(self, store: Store) -> None:
         assert self.quota_bytes is not None
@@ -252,12 +309,13 @@ class StoreWriter:
                       self.max_held)
         return delay
 
-    def _give_up(self, batch: list[Event]) -> None:
+    def _give_up(self, batch: list[Event | Picture]) -> None:
         with self._cond:
             self._queue.clear()
             self.stats.held = 0
-        self.stats.lost += len(batch)
-        for ev in batch:
+        events = [x for x in batch if isinstance(x, Event)]
+        self.stats.lost += len(events)
+        for ev in events:
             log.error("FINDING LOST: %s. Stopping, and the outbox is still not writable (%s)",
                       _what(ev), self.stats.last_error)
 

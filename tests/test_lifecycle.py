@@ -31,6 +31,7 @@ from tests.conftest import (
     make_event,
     unit_config,
     wait_until,
+    write_config,
 )
 from tests.world import PacedGps, video_frames
 
@@ -165,6 +166,30 @@ def test_a_restart_does_not_report_again_what_it_just_reported(
     lap(3, later(first_six, timedelta(minutes=20)), extra="[events]\ndedup_window_h = 0.1\n")
     wait_until(lambda: len(_findings(sub, "lap3")) == 2, 10, "the third lap's findings")
     sub.close()
+
+
+def test_a_finding_committed_before_its_picture_goes_without_one_after_a_crash(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    """A finding is committed as soon as it is decided and its redacted picture attached
+    after. An agent killed in between leaves it so in the outbox: the next start sends it
+    without a picture (never an unredacted one), saying why, beside the rest."""
+    db = tmp_path / "outbox.db"
+    orphan, whole = make_event(1), make_event(2)
+    with Store(db) as s:  # as the killed agent left it
+        s.add_many([orphan.replace(image_jpeg=b""), whole], pictures_to_follow={orphan.id})
+    sub = Subscriber(broker.port, client_id="office")
+    unit = Unit(write_config(tmp_path / "a.toml", broker.port, db, device="unit"))
+    try:
+        wait_until(lambda: {orphan.id, whole.id} <= sub.event_ids(), 20, "both delivered")
+    finally:
+        unit.stop()
+    got = {e["id"]: e for e in sub.events()}
+    assert got[orphan.id]["image"] is None
+    assert got[orphan.id]["attributes"]["redaction"] == {
+        "ran": False, "failed": "the agent stopped before its picture was made"}
+    assert got[whole.id]["image"] is not None
+    assert orphan.id not in sub.images() and whole.id in sub.images()
+    assert "1 findings committed before the agent stopped had no picture yet" in unit.log
 
 
 # --- an outbox that cannot be written ------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import sqlite_utils
 
-from agent.records import Event
+from agent.records import Event, Picture
 from agent.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, _event_row
 from tests.conftest import make_event, make_jpeg
 
@@ -44,6 +44,43 @@ def test_crop_round_trip_and_events_without_one(tmp_path: Path) -> None:
     assert plain.event.crop_jpeg is None and plain.crop_sha256 is None
 
 
+def test_a_finding_waits_unsent_for_its_picture_which_brings_its_redaction(
+        tmp_path: Path) -> None:
+    """The agent commits a finding as soon as it is decided; its redacted picture and crop
+    come after. Until then it is not picked for sending; then it is, whole."""
+    ev, other = make_event(1), make_event(2)
+    crop = make_jpeg(5, size=32)
+    with Store(tmp_path / "o.db") as s:
+        s.add_many([ev.replace(image_jpeg=b""), other], pictures_to_follow={ev.id})
+        assert [p.event.id for p in s.pending(10)] == [other.id]
+        assert s.pictures_pending() == 1
+        s.add_many([], [Picture(ev.id, ev.image_jpeg, crop,
+                                {"redaction": {"ran": True}, "crop_px": [1, 2, 3, 4]})])
+        got = s.get(ev.id)
+        assert [p.event.id for p in s.pending(10)] == [ev.id, other.id]
+        assert s.pictures_pending() == 0
+    assert got is not None
+    assert got.event.image_jpeg == ev.image_jpeg and got.event.crop_jpeg == crop
+    assert got.image_sha256 == hashlib.sha256(ev.image_jpeg).hexdigest()
+    assert got.event.attributes == {"n": 1, "redaction": {"ran": True}, "crop_px": [1, 2, 3, 4]}
+
+
+def test_pictures_a_stopped_agent_never_made_are_released_to_be_sent_without(
+        tmp_path: Path) -> None:
+    ev = make_event(1).replace(image_jpeg=b"")
+    with Store(tmp_path / "o.db") as s:
+        s.add_many([ev], pictures_to_follow={ev.id})
+        assert s.release_pictures("the agent stopped") == [ev.id]
+        assert s.release_pictures("again") == []
+        got = s.get(ev.id)
+        # A picture that comes after all (it cannot: its maker is gone) changes nothing.
+        s.add_many([], [Picture(ev.id, make_jpeg(1), None, {"redaction": {"ran": True}})])
+        assert [p.event.id for p in s.pending(10)] == [ev.id]
+        assert s.get(ev.id) == got
+    assert got is not None and got.event.image_jpeg == b""
+    assert got.event.attributes["redaction"] == {"ran": False, "failed": "the agent stopped"}
+
+
 def test_a_crop_that_is_not_a_jpeg_is_refused() -> None:
     with pytest.raises(ValueError, match="crop_jpeg is not a JPEG"):
         make_event(1).replace(crop_jpeg=b"PNG...")
@@ -70,7 +107,7 @@ def test_a_schema_1_store_is_migrated_to_the_latest_and_keeps_its_events(tmp_pat
     old = [make_event(i) for i in range(3)]
     _schema_1_store(db, old)
     with Store(db) as s:
-        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         assert s.counts() == {"pending": 2, "delivered": 1}
         got = {g.event.id: g for g in s.iter_events()}
         assert list(got) == [e.id for e in old]
