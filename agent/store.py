@@ -5,6 +5,9 @@ redacted picture and, since schema 2, the object's crop) are on the SD card and
 will reach the broker at least once, whatever happens to the network, the
 broker, the process or the power. The uplink reads pending rows oldest
 first and marks them delivered only when the broker has acknowledged them.
+The agent's own findings come in two commits: the record at once, its redacted
+picture later (:class:`~agent.records.Picture`; docs/store.md); a finding is not
+pending until its picture is in, or released as never coming.
 
 Durability (see docs/store.md for the reasoning):
 
