@@ -8,12 +8,10 @@ frame has arrived, at most :data:`FIX_WAIT_S` (a recording's fixes are all known
 at once: nothing waits). Then :class:`~agent.events.EventBuilder` decides whether
 it is a finding (place, second look, dedup).
 
-A finding goes to the store writer at once, without its picture, and its redacted
-picture follows (:meth:`~agent.events.EventBuilder.picture`, then
-:meth:`~agent.writer.StoreWriter.attach`): the privacy step runs two detectors over
-the whole picture in tiles, many times a frame's analysis, and a finding should be on
-the SD card, safe from a crash or a power cut, while it runs. It is sent only once its
-picture is attached; if the agent stops first, it is sent without one.
+A finding goes to the store writer at once, without its picture, and to the pictures
+stage (pictures.py), which makes its redacted picture and attaches it after: the
+privacy step takes many times a frame's analysis, and meanwhile the finding should be
+on the SD card, safe from a crash or a power cut, and the next track decided.
 
 The second look runs the model again, so this stage has an interpreter of its own:
 a TFLite interpreter is not to be shared between threads.
@@ -27,9 +25,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from agent.events import EndedTrack, EventBuilder, EventStats
+from agent.events import BestShot, EndedTrack, EventBuilder, EventStats
 from agent.gps import FixHistory, FrameClock
-from agent.records import Event, Picture
+from agent.records import Event
 from agent.stages import Faults, Heartbeat
 from agent.timings import StageTimes, Stopwatch
 
@@ -44,13 +42,14 @@ class FindingStage:
     """Holds ended tracks until their fixes are in, then makes findings of them."""
 
     def __init__(self, builder: EventBuilder, history: FixHistory, frame_time: FrameClock,
-                 submit: Callable[[Event, bool], object], attach: Callable[[Picture], object],
+                 submit: Callable[[Event, bool], object],
+                 pictures: Callable[[Event, BestShot], object],
                  fix_wait_s: float = FIX_WAIT_S, times: StageTimes | None = None) -> None:
-        """``submit(finding, picture_to_follow)`` and ``attach(picture)``: the store
-        writer's; ``fix_wait_s``: 0 when every fix is known before the frames (a log read
-        directly)."""
+        """``submit(finding, picture_to_follow)``: the store writer's; ``pictures(finding,
+        view)``: the pictures stage's; ``fix_wait_s``: 0 when every fix is known before the
+        frames (a log read directly)."""
         self.builder = builder
-        self.attach = attach
+        self.pictures = pictures
         self.times = times
         self.history = history
         self.frame_time = frame_time
@@ -116,7 +115,7 @@ class FindingStage:
             with Stopwatch(self.times, "finding"):
                 decided = self.builder.decide([ended])
             key = f"track {ended.track.id}"
-            for ev, _ in decided:
+            for ev, shot in decided:
                 if self.times is not None:
                     self.times.rekey(key, ev.id)
                 pos = (f"{ev.position.lat:.6f},{ev.position.lon:.6f} "
@@ -125,9 +124,6 @@ class FindingStage:
                 log.info("finding: %s %.2f at %s, %d frames", ev.label, ev.score, pos,
                          ev.attributes.get("frames", 0))
                 self.submit(ev, True)
+                self.pictures(ev, shot)
             if self.times is not None and not decided:
                 self.times.forget(key)  # a track that made no finding: nothing to time
-            for ev, shot in decided:
-                with Stopwatch(self.times, "picture"):
-                    picture = self.builder.picture(ev, shot)
-                self.attach(picture)

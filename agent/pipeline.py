@@ -1,20 +1,24 @@
 """Wires the stages, their threads and hand-offs: the only module that knows them all.
 
 ```
-camera ─frames─▶ perception ─tracks─▶ findings ─findings─▶ store writer ─▶ uplink ─▶ broker
-(sources) slot   (detector,   ended   (place, second look, (outbox,         (MQTT)
-                  tracker)            privacy, dedup)       FULL commits)
-                                          ▲
-       gps (gpsd fixes → fix history; the clock check ties frame times to GPS time)
+camera ─frames─▶ perception ─tracks─▶ findings ──findings──▶ store writer ─▶ uplink ─▶ broker
+(sources) slot   (detector,   ended   (place, second   │     (outbox,          (MQTT)
+                  tracker)             look, dedup)    │      FULL commits)
+                                          ▲            └──▶ pictures ─pictures─▶ store writer
+       gps (fixes → fix history)                           (privacy, JPEG)
 ```
 
 Each stage runs on its own thread (:class:`~agent.stages.Stage`) and hands small
 records to the next: frames through a :class:`~agent.stages.FrameSlot`, ended tracks
 through :meth:`FindingStage.put <agent.findings.FindingStage.put>`, findings through
-:meth:`StoreWriter.submit <agent.writer.StoreWriter.submit>`, committed findings
+:meth:`StoreWriter.submit <agent.writer.StoreWriter.submit>` and
+:meth:`PictureStage.put <agent.pictures.PictureStage.put>`, their pictures through
+:meth:`StoreWriter.attach <agent.writer.StoreWriter.attach>`, committed findings
 through the outbox. The writer's and the uplink's SQLite connections are each opened
-and used on their own thread only; so are the two TFLite interpreters (detection,
-and the findings' second look).
+and used on their own thread only; so are the TFLite interpreters (detection; the
+findings' second look; the pictures' face and plate detectors). The gps stage keeps
+the fix history that frames are geotagged from; the clock check ties a camera's frame
+times to GPS time.
 
 ``run`` and ``replay`` build this same pipeline. Only its :class:`Feeds` differ:
 where frames come from (a camera, or a recording played as one; a recording read
@@ -24,7 +28,8 @@ serving a log, or the log read directly).
 An orderly stop (SIGTERM, SIGINT, or the end of a recording's work) goes in
 data-flow order, each stage finishing what it holds before the next is told:
 the camera stops; perception ends the tracks in hand; the findings stage makes
-findings of them (waiting for their fixes, as always); the writer commits them; the
+findings of them (waiting for their fixes, as always); the pictures stage makes the
+pictures waiting (for at most :data:`PICTURES_STOP_S`); the writer commits them; the
 uplink delivers what it can within ``mqtt.stop_delivery_s``, then publishes the
 retained ``offline`` status and disconnects. Each step is bounded; in all, at most
 :data:`STOP_BUDGET_S` with the defaults, normally a second or two.
@@ -78,6 +83,7 @@ from agent.model_update import (
     remove_installed,
 )
 from agent.perception import Perception
+from agent.pictures import PictureStage
 from agent.privacy import Redactor
 from agent.records import ControlMessage, Event, EventIds, Fix, iso_utc, new_event_id
 from agent.sampling import STANDING_READ_S
@@ -96,11 +102,14 @@ CAMERA_STOP_S = 3.0
 """A camera read in progress is given this long to return (streams time out at 5 s)."""
 WRITER_STOP_S = 5.0
 """How long the writer goes on retrying an unwritable outbox once stopping."""
+PICTURES_STOP_S = 2.0
+"""How long the pictures waiting are given once stopping (a finding whose picture is not
+made is sent without one at the next start)."""
 REPLAY_DRAIN_S = 120.0
 """How long a replay waits for the broker to take its findings before it reports them
 pending (they stay in the outbox)."""
-STOP_BUDGET_S = (CAMERA_STOP_S + 1 + FIX_WAIT_S + 1 + WRITER_STOP_S + BUSY_TIMEOUT_S
-                 + 5.0 + OFFLINE_GRACE_S + 2)
+STOP_BUDGET_S = (CAMERA_STOP_S + 1 + FIX_WAIT_S + 1 + PICTURES_STOP_S + WRITER_STOP_S
+                 + BUSY_TIMEOUT_S + 5.0 + OFFLINE_GRACE_S + 2)
 """The longest an orderly stop takes with the default config (mqtt.stop_delivery_s 5)."""
 
 
@@ -287,6 +296,7 @@ class Pipeline:
         self.source: FrameSource | None = None
         self.perception: Perception | None = None
         self.findings: FindingStage | None = None
+        self.pictures: PictureStage | None = None
         if feeds.camera is not None:
             detector = build_detector(cfg)
             # Its own interpreter for the second look, on the findings thread; one
@@ -305,8 +315,9 @@ class Pipeline:
                 time_source=(lambda: "recording") if recorded else self.clock.time_source,
                 ids=ids)
             self._builder = builder
+            self.pictures = PictureStage(builder, self.writer.attach, self.times)
             self.findings = FindingStage(
-                builder, self.history, frame_time, self.writer.submit, self.writer.attach,
+                builder, self.history, frame_time, self.writer.submit, self.pictures.put,
                 fix_wait_s=0.0 if feeds.fixes and feeds.gpsd is None else FIX_WAIT_S,
                 times=self.times)
             self.perception = Perception(cfg, detector, self.history, self.findings.put,
@@ -355,6 +366,8 @@ class Pipeline:
             self._stage("control", self.control.run, self.control.heartbeat)
         if self.gps is not None:
             self._stage("gps", self.gps.run, self.gps.heartbeat)
+        if self.pictures is not None:
+            self._stage("pictures", self.pictures.run, self.pictures.heartbeat)
         if self.findings is not None:
             self._stage("findings", self.findings.run, self.findings.heartbeat)
         if self.perception is not None and self.source is not None:
@@ -383,6 +396,9 @@ class Pipeline:
         if self.findings is not None:
             self.findings.close()
             self._join("findings", FIX_WAIT_S + 3)
+        if self.pictures is not None:
+            self.pictures.close()
+            self._join("pictures", PICTURES_STOP_S)  # those not made: sent without
         self.writer.close(WRITER_STOP_S)
         self._join("store", WRITER_STOP_S + BUSY_TIMEOUT_S + 2)
         if self.control is not None:
@@ -440,6 +456,10 @@ class Pipeline:
             if self._running("findings"):
                 assert self.findings is not None
                 self.findings.close()
+                continue
+            if self._running("pictures"):
+                assert self.pictures is not None
+                self.pictures.close()
                 continue
             if self._running("store"):
                 self.writer.close(WRITER_STOP_S)
@@ -979,6 +999,10 @@ class Pipeline:
             ev = self.findings.stats
             report["findings"] = {"made": ev.findings, "repeats": ev.repeats,
                                   "not_findings": ev.dropped}
+            if self.pictures is not None:
+                report["findings"]["pictures_waiting"] = self.pictures.waiting
+                report["findings"]["without_picture"] = (
+                    ev.unredactable + ev.unencodable + self.pictures.behind)
         with Store(self.store_path) as store:
             pending, size, oldest = store.backlog()
             counts = store.counts()
