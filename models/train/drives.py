@@ -675,12 +675,15 @@ def sampling_differences(card: str, tuning: dict[float, Sampled],
     if not have.sha256:
         return [f"the {SAMPLING} section's first line is not the one drives.py writes: "
                 f"{found.splitlines()[1] if len(found.splitlines()) > 1 else found!r}"]
+    def ms(*values: float | None) -> str:
+        return " ".join("none" if m is None else f"{m:g}" for m in values)
+
     problems = [f"the card states {what} {a}, this run {b}"
                 for what, a, b in (("model", have.model, need.model),
                                    ("model sha256", have.sha256, need.sha256),
-                                   ("every_m values", have.every_ms, need.every_ms),
+                                   ("every_m values", ms(*have.every_ms), ms(*need.every_ms)),
                                    ("drive duration (s)", have.duration, need.duration),
-                                   ("chosen every_m", have.chosen, need.chosen))
+                                   ("chosen every_m", ms(have.chosen), ms(need.chosen)))
                 if a != b]
     for head in SAMPLING_TABLES:
         rows, cells_run = have.tables.get(head, {}), need.tables.get(head, {})
