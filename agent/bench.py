@@ -444,7 +444,8 @@ def run(cfg: Config, video: Path, nmea: Path, broker: tuple[str, int] | None = N
     if not ok:
         raise BenchError(f"{video}: no frame can be read")
     # sampling off for the throughput figures: every frame analysed, as the ceiling is
-    every_frame = cfg.model_copy(update={"sampling": SamplingConfig(stationary_speed_mps=0.0)})
+    every_frame = cfg.model_copy(update={"sampling": SamplingConfig(stationary_speed_mps=0.0,
+                                                                    every_m=0.0)})
     out: dict[str, Any] = {"model": str(cfg.detector.model_path()),
                            "threads": cfg.detector.thread_count(), "video": str(video),
                            "cpus": os.cpu_count()}
