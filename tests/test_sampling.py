@@ -1,15 +1,22 @@
 """Sampling (agent/sampling.py): no analysis while the vehicle stands, a frame every N metres
 when asked, every frame without a fix; and the tracker keeps a track whole across the frames
-that were not analysed."""
+that were not analysed. The default N is the one the model card's sampling section chose on
+the tuning drives (models/train/drives.py --section sampling)."""
 
 from __future__ import annotations
 
-from agent.config import SamplingConfig
+from pathlib import Path
+
+from agent.config import DetectorConfig, SamplingConfig
+from agent.evaluate import Scores
 from agent.geo import destination
 from agent.gps import GeoTag
 from agent.sampling import Sampler, Skip
 from agent.tracker import Tracker
+from tests.test_model_card import card_with, load_drives
 from tests.test_tracker import approaching, frame
+
+drives = load_drives()
 
 LAT, LON = 37.5665, 126.978
 
@@ -20,7 +27,7 @@ def at(metres: float, speed: float) -> GeoTag:
 
 
 def test_analysis_pauses_once_the_vehicle_has_stood_and_resumes_when_it_moves() -> None:
-    s = Sampler(SamplingConfig(stationary_after_s=3.0))
+    s = Sampler(SamplingConfig(stationary_after_s=3.0, every_m=0.0))
     moving = [s.decide(i / 10, at(i, 10.0)) for i in range(10)]
     assert set(moving) == {Skip.NO}
     # a red light from t = 1 s: the first three seconds are still analysed
@@ -69,3 +76,75 @@ def test_a_track_is_kept_whole_across_a_stop_that_was_not_analysed() -> None:
             ended[mode] += tr.update(frame(i), [])[1]
     assert len(ended["skip"]) == 1 and ended["skip"][0].frames == 20
     assert len(ended["plain"]) == 2
+
+
+def test_the_default_every_m_is_the_one_the_model_card_chose_on_the_tuning_drives() -> None:
+    """What a user reads in the card is what the agent does: the card's sampling section
+    (written by drives.py, this model's) names the every_m its rule chose on the tuning
+    drives, the rule gives that on the section's own tuning table, and the agent's default
+    is it. A changed default, a hand-edited figure or a retrained model without a rerun of
+    ``drives.py --section sampling --write`` fails here."""
+    fix = "run python models/train/drives.py models/civil-complaint.tflite --section sampling " \
+          "--write"
+    section = drives.read_section(drives.CARD.read_text(encoding="utf-8"), drives.SAMPLING)
+    assert section is not None, f"the model card has no sampling section: {fix}"
+    stated = drives.parse_sampling(section)
+    assert stated.sha256 == drives.sha256_prefix(DetectorConfig().model_path()), fix
+    tuning = stated.tables.get("Tuning drives", {})
+    evaluation = stated.tables.get("Evaluation drives", {})
+    assert set(tuning) == set(evaluation) == set(stated.every_ms) and 0.0 in tuning, section
+    rule = drives.choose({m: drives.row_counts(cells) for m, cells in tuning.items()})
+    assert stated.chosen == rule, f"the card says {stated.chosen}, its table gives {rule}"
+    assert SamplingConfig().every_m == stated.chosen, (
+        f"sampling.every_m defaults to {SamplingConfig().every_m:g}, the card chose "
+        f"{stated.chosen:g}")
+    assert tuning[rule][0] == evaluation[rule][0] == f"{rule:g} (chosen, default)"
+
+
+def test_the_rule_keeps_recall_within_one_object_and_precision_not_lower() -> None:
+    # (objects found, findings, false findings) per every_m
+    base = (40, 50, 10)  # precision 0.8
+    assert drives.choose({0.0: base, 1.0: (39, 48, 9), 2.0: (38, 45, 8)}) == 1.0  # 2: 2 fewer
+    assert drives.choose({0.0: base, 1.0: (40, 50, 11)}) == 0.0  # precision 0.78
+    assert drives.choose({0.0: base, 1.0: (40, 45, 9)}) == 1.0  # precision 0.8, the same
+    # the largest that passes, even past one that does not
+    assert drives.choose({0.0: base, 1.0: (38, 40, 2), 2.0: (39, 40, 2)}) == 2.0
+    assert drives.choose({0.0: (0, 0, 0), 3.0: (0, 0, 0)}) == 3.0  # nothing found: precision 1
+
+
+def scored(found: int, events: int, false: int, objects: int = 40) -> Scores:
+    belong = events - false
+    return Scores(objects=objects, events=events, matched=found, recall=found / objects,
+                  precision=belong / events, events_per_object=belong / found,
+                  position_error_m_p50=3.5, position_error_m_p95=9.0, false_positives=false,
+                  missed=[])
+
+
+def test_the_sampling_section_passes_its_check_and_a_hand_edit_does_not(
+        tmp_path: Path) -> None:
+    model = tmp_path / "made-up.tflite"
+    model.write_bytes(b"not a real model, only hashed")
+    d = drives.DEFAULT_EVERY_M
+    tuning = {0.0: drives.Sampled(scored(40, 50, 10), 1000, 900),
+              d: drives.Sampled(scored(39, 45, 8), 1000, 600),
+              9.0: drives.Sampled(scored(20, 22, 4), 1000, 100)}
+    evaluation = {m: drives.Sampled(scored(30, 33, 3, 30), 800, 400) for m in tuning}
+    section = drives.render_sampling(tuning, evaluation, model)
+    card = card_with(section)
+    assert drives.sampling_differences(card, tuning, evaluation, model) == []
+    stated = drives.parse_sampling(section)
+    assert stated.chosen == d and f"Chosen: **{d:g} m**" in section
+    assert stated.tables["Tuning drives"][d][1] == "60% (600 of 1000)"
+    # a figure edited by hand: within the tolerance a rerun's, beyond it not
+    near = card.replace("| 39 | 0.82 |", "| 40 | 0.82 |", 1)
+    assert near != card and drives.sampling_differences(near, tuning, evaluation, model) == []
+    altered = card.replace("| 39 | 0.82 |", "| 37 | 0.82 |", 1)
+    assert drives.sampling_differences(altered, tuning, evaluation, model) == [
+        f"tuning drives, every_m {d:g}, objects found: the card says 37, the drives give 39 "
+        "(more than 1 apart)"]
+    # a rerun whose choice differs: the words say so
+    worse = {**tuning, d: drives.Sampled(scored(37, 45, 8), 1000, 600)}
+    problems = drives.sampling_differences(card, worse, evaluation, model)
+    assert f"the card states chosen every_m {d:g}, this run 0" in problems
+    assert drives.sampling_differences("# no section\n", tuning, evaluation, model) == [
+        "the card has no sampling section (<!-- sampling:begin --> ... <!-- sampling:end -->)"]
