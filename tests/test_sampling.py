@@ -78,12 +78,13 @@ def test_a_track_is_kept_whole_across_a_stop_that_was_not_analysed() -> None:
     assert len(ended["plain"]) == 2
 
 
-def test_the_default_every_m_is_the_one_the_model_card_chose_on_the_tuning_drives() -> None:
+def test_the_model_card_s_sampling_section_states_the_default_and_the_rule_s_choice() -> None:
     """What a user reads in the card is what the agent does: the card's sampling section
-    (written by drives.py, this model's) names the every_m its rule chose on the tuning
-    drives, the rule gives that on the section's own tuning table, and the agent's default
-    is it. A changed default, a hand-edited figure or a retrained model without a rerun of
-    ``drives.py --section sampling --write`` fails here."""
+    (written by drives.py, this model's) marks the agent's default every_m, and the value it
+    says its rule chose is what the rule gives on the section's own tuning table. A changed
+    default, a hand-edited figure or a retrained model without a rerun of
+    ``drives.py --section sampling --write`` fails here. (The default is not the chosen
+    value yet: see SamplingConfig.every_m.)"""
     fix = "run python models/train/drives.py models/civil-complaint.tflite --section sampling " \
           "--write"
     section = drives.read_section(drives.CARD.read_text(encoding="utf-8"), drives.SAMPLING)
@@ -95,10 +96,10 @@ def test_the_default_every_m_is_the_one_the_model_card_chose_on_the_tuning_drive
     assert set(tuning) == set(evaluation) == set(stated.every_ms) and 0.0 in tuning, section
     rule = drives.choose({m: drives.row_counts(cells) for m, cells in tuning.items()})
     assert stated.chosen == rule, f"the card says {stated.chosen}, its table gives {rule}"
-    assert SamplingConfig().every_m == stated.chosen, (
-        f"sampling.every_m defaults to {SamplingConfig().every_m:g}, the card chose "
-        f"{stated.chosen:g}")
-    assert tuning[rule][0] == evaluation[rule][0] == f"{rule:g} (chosen, default)"
+    default = SamplingConfig().every_m
+    marked = [m for m, cells in tuning.items() if "default" in cells[0]]
+    assert marked == [default], f"sampling.every_m defaults to {default:g}; {fix}"
+    assert f"default `sampling.every_m` is {default:g} " in section, fix
 
 
 def test_the_rule_keeps_recall_within_one_object_and_precision_not_lower() -> None:
@@ -124,7 +125,7 @@ def test_the_sampling_section_passes_its_check_and_a_hand_edit_does_not(
         tmp_path: Path) -> None:
     model = tmp_path / "made-up.tflite"
     model.write_bytes(b"not a real model, only hashed")
-    d = drives.DEFAULT_EVERY_M
+    d = 1.0  # the value the rule picks here
     tuning = {0.0: drives.Sampled(scored(40, 50, 10), 1000, 900),
               d: drives.Sampled(scored(39, 45, 8), 1000, 600),
               9.0: drives.Sampled(scored(20, 22, 4), 1000, 100)}
