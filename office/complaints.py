@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from office.config import OPEN_STATUSES, STATUSES
+from office.config import STATUSES
 from office.geo import distance_m
 from office.messages import Event
 from office.store import Store, Tx, now_iso
@@ -229,7 +229,3 @@ def _one(t: Tx, cid: str) -> dict[str, Any]:
     if not rows:
         raise WorkflowError(f"no complaint {cid}", 404)
     return rows[0]
-
-
-def is_open(status: str) -> bool:
-    return status in OPEN_STATUSES

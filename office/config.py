@@ -14,7 +14,7 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -207,6 +207,3 @@ def parse_host_port(value: str, what: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"--{what}", [f"{value!r} is not HOST:PORT"])
     return host, int(port)
-
-
-Status = Literal["new", "confirmed", "dispatched", "resolved", "rejected", "duplicate"]

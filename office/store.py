@@ -23,7 +23,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -284,37 +284,32 @@ class Store:
 
     def complaints(self, f: Filters) -> list[dict[str, Any]]:
         where, params = ["1 = 1"], []
+
+        def add(sql: str, *values: Any) -> None:
+            where.append(sql)
+            params.extend(values)
+
+        def among(column: str, values: Sequence[str]) -> None:
+            add(f"{column} IN ({','.join('?' * len(values))})", *values)
+
         if f.classes:
-            where.append(f"c.label IN ({','.join('?' * len(f.classes))})")
-            params += f.classes
+            among("c.label", f.classes)
         if f.statuses:
-            where.append(f"c.status IN ({','.join('?' * len(f.statuses))})")
-            params += f.statuses
+            among("c.status", f.statuses)
         else:  # a duplicate is a pointer to its original, not a place to act on
-            where.append("c.status <> 'duplicate'")
-        if f.since:
-            where.append("c.last_seen >= ?")
-            params.append(f.since)
-        if f.until:
-            where.append("c.first_seen < ?")
-            params.append(f.until)
-        if f.first_seen_from:
-            where.append("c.first_seen >= ?")
-            params.append(f.first_seen_from)
-        if f.first_seen_to:
-            where.append("c.first_seen <= ?")
-            params.append(f.first_seen_to)
+            add("c.status <> 'duplicate'")
+        if f.ids:
+            among("c.id", f.ids)
+        for value, sql in ((f.since, "c.last_seen >= ?"), (f.until, "c.first_seen < ?"),
+                           (f.first_seen_from, "c.first_seen >= ?"),
+                           (f.first_seen_to, "c.first_seen <= ?"),
+                           (f.vehicle, "EXISTS (SELECT 1 FROM sightings s WHERE "
+                                       "s.complaint_id = c.id AND s.device = ?)")):
+            if value:
+                add(sql, value)
         if f.bbox:
             sql, p = self.bbox_sql(f.bbox)
-            where.append(sql)
-            params += p
-        if f.vehicle:
-            where.append("EXISTS (SELECT 1 FROM sightings s WHERE s.complaint_id = c.id "
-                         "AND s.device = ?)")
-            params.append(f.vehicle)
-        if f.ids:
-            where.append(f"c.id IN ({','.join('?' * len(f.ids))})")
-            params += f.ids
+            add(sql, *p)
         rows = self.read(
             "SELECT c.*, (SELECT COUNT(*) FROM pictures p WHERE p.event_id = c.best_event "
             "AND p.kind = 'image') AS has_image, (SELECT COUNT(*) FROM pictures p WHERE "
