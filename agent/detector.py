@@ -151,6 +151,12 @@ class Letterbox:
     def sy(self) -> float:
         return self.scale if self.scale_y is None else self.scale_y
 
+    def to_input(self, x1: float, y1: float, x2: float, y2: float
+                 ) -> tuple[float, float, float, float]:
+        """A box in frame pixels -> in model input pixels (where training labels live)."""
+        return (x1 * self.scale + self.pad_x, y1 * self.sy + self.pad_y,
+                x2 * self.scale + self.pad_x, y2 * self.sy + self.pad_y)
+
 
 @dataclass(frozen=True)
 class Preprocess:

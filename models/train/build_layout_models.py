@@ -119,12 +119,9 @@ def render_shapes(rng: np.random.Generator, size: int = SIZE) -> tuple[np.ndarra
         boxes.append((c, float(x1), float(y1), float(x1 + s), float(y1 + s)))
     if fw != fh and rng.random() < STRETCH_P:
         rgb, lb = fit_input(img, size, size, Preprocess(resize="stretch"))  # BGR -> RGB
-        return rgb, [(c, x1 * lb.scale, y1 * lb.sy, x2 * lb.scale, y2 * lb.sy)
-                     for c, x1, y1, x2, y2 in boxes]
+        return rgb, [(c, *lb.to_input(*b)) for c, *b in boxes]
     rgb, lb = letterbox(img, size, size)  # BGR -> RGB as at run time
-    return rgb, [(c, x1 * lb.scale + lb.pad_x, y1 * lb.scale + lb.pad_y,
-                  x2 * lb.scale + lb.pad_x, y2 * lb.scale + lb.pad_y)
-                 for c, x1, y1, x2, y2 in boxes]
+    return rgb, [(c, *lb.to_input(*b)) for c, *b in boxes]
 
 
 def _cell_xy() -> tuple[np.ndarray, np.ndarray]:

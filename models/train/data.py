@@ -125,9 +125,7 @@ def to_model_input(images_bgr: np.ndarray, boxes: list[list[Box]],
     for i, (img, bx) in enumerate(zip(images_bgr, boxes, strict=True)):
         rgb, lb = letterbox(img, size, size)
         out[i] = rgb
-        new_boxes.append([(c, x1 * lb.scale + lb.pad_x, y1 * lb.scale + lb.pad_y,
-                           x2 * lb.scale + lb.pad_x, y2 * lb.scale + lb.pad_y)
-                          for c, x1, y1, x2, y2 in bx])
+        new_boxes.append([(c, *lb.to_input(*b)) for c, *b in bx])
     return out, new_boxes
 
 
@@ -159,8 +157,7 @@ def yolo_dataset(root: Path, size: int) -> tuple[np.ndarray, list[list[Box]]]:
                 cx, cy, bw, bh = (float(v) for v in parts[1:])
                 x1, x2 = (cx - bw / 2) * w, (cx + bw / 2) * w
                 y1, y2 = (cy - bh / 2) * h, (cy + bh / 2) * h
-                boxes.append((c, x1 * lb.scale + lb.pad_x, y1 * lb.scale + lb.pad_y,
-                              x2 * lb.scale + lb.pad_x, y2 * lb.scale + lb.pad_y))
+                boxes.append((c, *lb.to_input(x1, y1, x2, y2)))
         images.append(rgb)
         all_boxes.append(boxes)
     return np.stack(images), all_boxes

@@ -96,8 +96,7 @@ def load_photos(samples: Sequence[datasets.Sample], cmap: datasets.ClassMap,
         sx, sy = s.width / bgr.shape[1], s.height / bgr.shape[0]  # annotation vs file pixels
         mapped = list(cmap.apply(s))
         mapped += [(NEGATIVE, b.x1, b.y1, b.x2, b.y2) for b in s.boxes if b.label in cmap.dropped]
-        boxes = [(c, x1 / sx * lb.scale + lb.pad_x, y1 / sy * lb.sy + lb.pad_y,
-                  x2 / sx * lb.scale + lb.pad_x, y2 / sy * lb.sy + lb.pad_y)
+        boxes = [(c, *lb.to_input(x1 / sx, y1 / sy, x2 / sx, y2 / sy))
                  for c, x1, y1, x2, y2 in mapped]
         out.append(Photo(s.image, s.group, rgb, boxes))
     return out
