@@ -81,6 +81,9 @@ from agent.config import EventsConfig, SamplingConfig
 from agent.evaluate import COMPLAINT_CLASSES, Scores, TruthObject, load_truth, score
 from agent.store import Store
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import sections as doc_sections  # models/sections.py
+
 ROOT = Path(__file__).resolve().parents[2]
 CARD = ROOT / "models" / "MODEL_CARD.md"
 SECTIONS: dict[str, tuple[int, ...]] = {
@@ -336,18 +339,12 @@ def choose_every_m(results: dict[float, Sampled]) -> float:
 
 # --- the card's section ---------------------------------------------------------------------
 
-def markers(name: str) -> tuple[str, str]:
-    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-
-
-def section_pattern(name: str) -> re.Pattern[str]:
-    begin, end = markers(name)
-    return re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+markers = doc_sections.markers
+section_pattern = doc_sections.pattern
 
 
 def read_section(card: str, name: str = "drives") -> str | None:
-    m = section_pattern(name).search(card)
-    return m.group(0) if m else None
+    return doc_sections.current(card, name)
 
 
 def seeds_text(seeds: Iterable[int]) -> str:
@@ -716,19 +713,19 @@ def sampling_differences(card: str, tuning: dict[float, Sampled],
 def put_section(card: str, text: str, name: str = "drives") -> str:
     """The card with ``text`` as its ``name`` section; a new one goes at the end of
     Limitations (the tuning drives after the evaluation drives, sampling after both)."""
-    pattern = section_pattern(name)
-    if pattern.search(card):
-        return pattern.sub(lambda _m: text, card, count=1)
-    after = None
-    if name not in ("drives", "drives-tuning"):  # the sampling section: after both
-        after = read_section(card, "drives-tuning")
-    if after is None and name != "drives":
-        after = read_section(card, "drives")
-    if after is not None:
-        return card.replace(after, after + "\n\n" + text, 1)
-    if "\n## Reproduce" in card:
-        return card.replace("\n## Reproduce", f"\n{HEADING}\n\n{text}\n\n## Reproduce", 1)
-    return card.rstrip("\n") + f"\n\n{HEADING}\n\n{text}\n"
+    def missing(card: str, text: str) -> str:
+        after = None
+        if name not in ("drives", "drives-tuning"):  # the sampling section: after both
+            after = read_section(card, "drives-tuning")
+        if after is None and name != "drives":
+            after = read_section(card, "drives")
+        if after is not None:
+            return card.replace(after, after + "\n\n" + text, 1)
+        if "\n## Reproduce" in card:
+            return card.replace("\n## Reproduce", f"\n{HEADING}\n\n{text}\n\n## Reproduce", 1)
+        return card.rstrip("\n") + f"\n\n{HEADING}\n\n{text}\n"
+
+    return doc_sections.put(card, name, text, missing)
 
 
 # --- every generated section of a card, kept through a rewrite ------------------------------
