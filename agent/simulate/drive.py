@@ -2,7 +2,8 @@
 
 ``simulate_drive`` writes, into one folder:
 
-- ``video.mp4``   640x360 frames of the forward camera, the first frame at ``start_utc``;
+- ``video.mp4``   640x360 frames of the forward camera (``size``: another size, the same field
+  of view), the first frame at ``start_utc``;
 - ``track.nmea``  1 Hz RMC+GGA with receiver-like noise (2-4 m, correlated over tens of
   seconds), and an optional fix-loss window (RMC 'V', GGA quality 0, empty position);
 - ``truth.json``  the labelled objects (complaint classes and distractors) with lat/lon,
@@ -57,10 +58,12 @@ GPS_TAU_S = 30.0
 """Correlation time of that error: receivers wander, they do not jump."""
 SEEN_MIN_PX = 12.0
 SEEN_MIN_VISIBLE = 0.5
-"""truth.json's "seen": at least this visible and this many pixels high and wide (640x360)."""
+"""truth.json's "seen": at least this visible and this many pixels high and wide (640x360;
+scaled with the width at another size, so every size sees the same objects)."""
 BOX_MIN_PX = 6.0
 BOX_MIN_VISIBLE = 0.4
-"""frames.jsonl lists boxes like training labels: 40% visible, 6 px at 640x360."""
+"""frames.jsonl lists boxes like training labels: 40% visible, 6 px at 640x360 (scaled
+likewise)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +98,10 @@ def _drive_look(r: np.random.Generator) -> Look:
                    fog=min(look.fog, 0.4), gain=max(look.gain, 0.65))
 
 
-def _open_writer(path: Path, fps: float) -> tuple[cv2.VideoWriter, str]:
+def _open_writer(path: Path, fps: float, size: tuple[int, int] = (WIDTH, HEIGHT)
+                 ) -> tuple[cv2.VideoWriter, str]:
     for codec in ("mp4v", "avc1"):  # avc1 needs an H.264 encoder most OpenCV wheels lack
-        w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (WIDTH, HEIGHT))
+        w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
         if w.isOpened():
             return w, codec
         w.release()
@@ -133,17 +137,20 @@ def _gps_track(motion: Motion, frame: LocalFrame, start: datetime, duration_s: f
     return lines
 
 
-def _frame_boxes(i: int, t: float, vis: list[Visible]) -> str:
+def _frame_boxes(i: int, t: float, vis: list[Visible],
+                 size: tuple[int, int] = (WIDTH, HEIGHT)) -> str:
     """One line of frames.jsonl: the labelled objects in frame i, boxes as fractions of the
     frame (the detector's convention), for scoring a detector on the drive."""
+    width, height = size
+    min_px = BOX_MIN_PX * width / WIDTH
     objs = []
     for v in vis:
         x1, y1, x2, y2 = v.box
-        if v.visible < BOX_MIN_VISIBLE or min(x2 - x1, y2 - y1) < BOX_MIN_PX:
+        if v.visible < BOX_MIN_VISIBLE or min(x2 - x1, y2 - y1) < min_px:
             continue
         objs.append({"id": v.thing.id, "class": v.thing.kind,
-                     "box": [round(x1 / WIDTH, 4), round(y1 / HEIGHT, 4), round(x2 / WIDTH, 4),
-                             round(y2 / HEIGHT, 4)],
+                     "box": [round(x1 / width, 4), round(y1 / height, 4), round(x2 / width, 4),
+                             round(y2 / height, 4)],
                      "visible": round(v.visible, 2), "distance_m": round(v.distance_m, 1)})
     return json.dumps({"frame": i, "t": round(t, 4), "objects": objs})
 
@@ -162,14 +169,22 @@ def _route_json(motion: Motion, frame: LocalFrame, start: datetime) -> dict[str,
 def simulate_drive(seed: int, out_dir: Path, route: Path | None = None, duration_s: float = 60,
                    fps: float = 10, start_utc: datetime | None = None,
                    fix_loss: tuple[float, float] | None = None,
-                   camera: Camera | None = None) -> DriveSummary:
+                   camera: Camera | None = None,
+                   size: tuple[int, int] = (WIDTH, HEIGHT)) -> DriveSummary:
     """Drive through a generated world and record it (see the module docstring).
+
+    ``size`` is the video's (width, height); the camera keeps its horizontal field of view,
+    and the truth's pixel thresholds scale with the width, so another size records the same
+    drive in more or fewer pixels (its noise and rain differ: they are drawn per pixel).
 
     Raises RouteError for a route file that cannot be used, ValueError for bad arguments,
     OSError when the output cannot be written.
     """
     if duration_s <= 0 or fps <= 0:
         raise ValueError("duration and fps must be positive")
+    width, height = size
+    if width < 32 or height < 32 or width % 2 or height % 2:
+        raise ValueError("size must be even and at least 32x32 pixels")
     if fix_loss is not None and not fix_loss[0] < fix_loss[1]:
         raise ValueError("fix loss window must be START < END")
     start = (start_utc or DEFAULT_START).astimezone(UTC)
@@ -191,10 +206,11 @@ def simulate_drive(seed: int, out_dir: Path, route: Path | None = None, duration
     world = build_world(_trim(path, float(motion.s[-1]) + 150.0), r_world,
                         objects_until_m=float(motion.s[-1]))
     look = _drive_look(r_look)
-    cam = (camera or Camera()).scaled(WIDTH, HEIGHT)
+    cam = (camera or Camera()).scaled(width, height)
+    seen_min_px = SEEN_MIN_PX * width / WIDTH
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    writer, codec = _open_writer(out_dir / "video.mp4", fps)
+    writer, codec = _open_writer(out_dir / "video.mp4", fps, (width, height))
     seen: dict[int, dict[str, float]] = {}
     boxes: list[str] = []
     try:
@@ -205,10 +221,10 @@ def simulate_drive(seed: int, out_dir: Path, route: Path | None = None, duration
             img, vis = render_view(cam, pose, [world.road], world.walls, world.things, look,
                                    r_frames, speed_frac)
             writer.write(img)
-            boxes.append(_frame_boxes(i, float(times[i]), vis))
+            boxes.append(_frame_boxes(i, float(times[i]), vis, (width, height)))
             for v in vis:
                 b = v.box
-                if v.visible < SEEN_MIN_VISIBLE or min(b[2] - b[0], b[3] - b[1]) < SEEN_MIN_PX:
+                if v.visible < SEEN_MIN_VISIBLE or min(b[2] - b[0], b[3] - b[1]) < seen_min_px:
                     continue
                 rec = seen.setdefault(v.thing.id, {"first_t": float(times[i]), "frames": 0,
                                                    "max_height_px": 0.0})
@@ -271,6 +287,14 @@ def _start_arg(text: str) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
+def _size_arg(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected WIDTHxHEIGHT, e.g. 960x540") from None
+    return w, h
+
+
 def cmd_simulate_drive(args: argparse.Namespace) -> int:
     d = Camera()
     camera = Camera(hfov_deg=args.hfov or d.hfov_deg, height_m=args.mount_height or d.height_m,
@@ -279,7 +303,7 @@ def cmd_simulate_drive(args: argparse.Namespace) -> int:
     try:
         summary = simulate_drive(args.seed, Path(args.out), Path(args.route) if args.route
                                  else None, args.duration, args.fps, args.start, args.fix_loss,
-                                 camera)
+                                 camera, args.size)
     except (RouteError, ValueError) as e:
         print(f"patrol-agent: {e}", file=sys.stderr)
         return 2
@@ -299,6 +323,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--route", help="GPX or NMEA file to drive along (default: generated)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     p.add_argument("--fps", type=float, default=10.0, help="video frame rate (default 10)")
+    p.add_argument("--size", type=_size_arg, default=(WIDTH, HEIGHT), metavar="WxH",
+                   help=f"video size, the same field of view (default {WIDTH}x{HEIGHT})")
     p.add_argument("--start", type=_start_arg, help="UTC time of the first frame (ISO 8601)")
     p.add_argument("--fix-loss", type=_fix_loss_arg, metavar="START:END",
                    help="seconds from the start without a GPS fix (a tunnel)")
