@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 
 from agent.records import ControlMessage, iso_utc
 from agent.signing import Authority, SignatureError
-from agent.stages import Faults, Heartbeat
+from agent.stages import Faults, Heartbeat, Inbox
 from agent.topics import Topics
 
 log = logging.getLogger("control")
@@ -149,7 +148,7 @@ def parse_request(name: str, msg: ControlMessage, authority: Authority | None = 
     return Request(name, rid, args, msg.correlation_data)
 
 
-class Control:
+class Control(Inbox):
     """The control stage: takes messages from the uplink, acts, and answers through
     ``send`` (the uplink's :meth:`~agent.uplink.Uplink.send`)."""
 
@@ -172,8 +171,7 @@ class Control:
         self.faults = Faults("control", item="message")
         self.heartbeat = Heartbeat()
         self._queue: deque[ControlMessage | Callable[[], None]] = deque()
-        self._cond = threading.Condition()
-        self._closed = False
+        super().__init__()
 
     @property
     def subscriptions(self) -> list[str]:
@@ -213,10 +211,6 @@ class Control:
             self._queue.append(fn)
             self._cond.notify()
 
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
 
     def run(self) -> None:
         while True:

@@ -20,7 +20,6 @@ a TFLite interpreter is not to be shared between threads.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from collections.abc import Callable
 from agent.events import BestShot, EndedTrack, EventBuilder, EventStats
 from agent.gps import FixHistory, FrameClock
 from agent.records import Event
-from agent.stages import Faults, Heartbeat
+from agent.stages import Faults, Heartbeat, Inbox
 from agent.timings import StageTimes, Stopwatch
 
 log = logging.getLogger("events")
@@ -38,7 +37,7 @@ FIX_WAIT_S = 2.0
 next fix plus gpsd's delivery of it, with room to spare."""
 
 
-class FindingStage:
+class FindingStage(Inbox):
     """Holds ended tracks until their fixes are in, then makes findings of them."""
 
     def __init__(self, builder: EventBuilder, history: FixHistory, frame_time: FrameClock,
@@ -59,8 +58,7 @@ class FindingStage:
         self.heartbeat = Heartbeat()
         self._incoming: deque[tuple[EndedTrack, float]] = deque()
         self._waiting: list[tuple[EndedTrack, float]] = []  # and until when each waits
-        self._cond = threading.Condition()
-        self._closed = False
+        super().__init__()
 
     @property
     def stats(self) -> EventStats:
@@ -74,11 +72,6 @@ class FindingStage:
             self._incoming.append((ended, time.monotonic() + self.fix_wait_s))
             self._cond.notify()
 
-    def close(self) -> None:
-        """No more tracks will come: finish those held (after their wait) and return."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
 
     # --- the stage's thread --------------------------------------------------
 

@@ -16,13 +16,12 @@ finding without one (agent/writer.py).
 from __future__ import annotations
 
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable
 
 from agent.events import BestShot, EventBuilder
 from agent.records import Event, Picture
-from agent.stages import Faults, Heartbeat
+from agent.stages import Faults, Heartbeat, Inbox
 from agent.timings import StageTimes, Stopwatch
 
 log = logging.getLogger("events")
@@ -31,7 +30,7 @@ MAX_WAITING = 16
 """Findings waiting for their pictures, each holding its frame (2.7 MB at 1280x720)."""
 
 
-class PictureStage:
+class PictureStage(Inbox):
     """Makes the pictures of committed findings, oldest first, and attaches them."""
 
     def __init__(self, builder: EventBuilder, attach: Callable[[Picture], object],
@@ -47,8 +46,7 @@ class PictureStage:
         self.behind = 0
         """Findings sent without a picture because too many were waiting for theirs."""
         self._waiting: deque[tuple[Event, BestShot]] = deque()
-        self._cond = threading.Condition()
-        self._closed = False
+        super().__init__()
 
     @property
     def waiting(self) -> int:
@@ -72,11 +70,6 @@ class PictureStage:
             self.attach(Picture(event.id, b"", None, {"redaction": {
                 "ran": False, "failed": "too many findings waiting for their pictures"}}))
 
-    def close(self) -> None:
-        """No more findings will come: make the pictures waiting, then return."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
 
     # --- the stage's thread --------------------------------------------------
 

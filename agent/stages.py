@@ -52,6 +52,20 @@ class Heartbeat:
         return time.monotonic() - self.last
 
 
+class Inbox:
+    """What a stage's thread is handed, under one condition: :meth:`close` says nothing
+    more will come, and the thread finishes what it holds and returns."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+
 class StageFailed(Exception):
     """A stage that keeps failing; the message says which and with what."""
 
