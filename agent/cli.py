@@ -570,6 +570,11 @@ def cmd_events_show(args: argparse.Namespace) -> int:
             return _fail(f"event {s.event.id}'s pictures were evicted on "
                          f"{s.evicted_utc:%Y-%m-%d %H:%M}Z to keep the outbox within "
                          "store.quota_mb")
+        if not s.event.image_jpeg:  # its picture is being made, or could not be
+            why = s.event.attributes.get("redaction", {})
+            return _fail(f"event {s.event.id} has no picture" + (
+                f": {why['failed']}" if isinstance(why, dict) and why.get("failed")
+                else " yet: the privacy step is still making it"))
         Path(args.image).write_bytes(s.event.image_jpeg)
         print(f"image written to {args.image} ({len(s.event.image_jpeg)} bytes)", file=sys.stderr)
     if args.crop:

@@ -58,6 +58,23 @@ def test_show_by_prefix_writes_the_image(outbox: tuple[Path, list[str]], tmp_pat
     assert "no event with id 'nope'" in capsys.readouterr().err
 
 
+def test_show_says_why_a_finding_has_no_picture(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A finding committed before its picture is made, and one released without it: a
+    technician asking for the picture is told why there is none, not given an empty file."""
+    db, img = tmp_path / "o.db", tmp_path / "e.jpg"
+    making, released = make_event(1).replace(image_jpeg=b""), make_event(2).replace(image_jpeg=b"")
+    with Store(db) as s:
+        s.add_many([released], pictures_to_follow={released.id})
+        s.release_pictures("the agent stopped before its picture was made")
+        s.add_many([making], pictures_to_follow={making.id})
+    assert main(["events", "show", making.id, "--db", str(db), "--image", str(img)]) == 1
+    assert "no picture yet: the privacy step is still making it" in capsys.readouterr().err
+    assert main(["events", "show", released.id, "--db", str(db), "--image", str(img)]) == 1
+    assert "no picture: the agent stopped before its picture was made" in capsys.readouterr().err
+    assert not img.exists()
+
+
 def test_show_names_and_writes_the_crop(outbox: tuple[Path, list[str]], tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     db, ids = outbox
