@@ -386,6 +386,7 @@ class Store:
                     ids = [r[0] for r in self.db.execute(
                         "SELECT e.id FROM events e JOIN images i ON i.event_id = e.id "
                         "WHERE e.state = 'pending' AND i.evicted_utc IS NULL "
+                        "AND i.picture_pending = 0 "  # nothing to evict yet
                         "ORDER BY e.id LIMIT ?", [batch])]
                     self.db.conn.executemany(
                         "UPDATE images SET jpeg = X'', crop = NULL, crop_sha256 = NULL, "
