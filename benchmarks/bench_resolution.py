@@ -15,8 +15,9 @@ generated (60 s, the evaluation seeds of the model card) and
   per frame (1 / its fps), the decode and preprocess stages' medians, the picture stage's
   (the privacy step over the whole frame) and capture to commit (the decision, with its
   second look at the best views, and the commit), and the agent's peak RSS. Each figure
-  is the mean of the rounds' and its ratio to the smallest size's in the same run: this
-  machine is shared, so its absolute times are noise around a trend, the ratios less so;
+  is the median of the rounds', and its ratio the median of its ratios to the first
+  size's in the same round: this machine is shared, so its absolute times are noise around
+  a trend, the ratios less so;
 * **findings**: every drive replayed at full speed with the agent's defaults
   (``patrol-agent replay``) and scored pooled against the drives' ``truth.json``
   (models/train/drives.py, ``agent.evaluate.score``): recall, precision, false findings;
@@ -46,7 +47,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from statistics import mean
+from statistics import mean, median
+from typing import Any
 
 import cv2
 
@@ -61,6 +63,7 @@ import sections  # noqa: E402  (models/sections.py)
 from agent.config import CameraConfig, EventsConfig  # noqa: E402
 from agent.evaluate import score  # noqa: E402
 from agent.pictures import MAX_WAITING  # noqa: E402
+from agent.records import iou, parse_iso_utc  # noqa: E402
 from agent.store import Store  # noqa: E402
 
 NAME = "resolution"
@@ -166,6 +169,42 @@ def findings(by_size: dict[Size, dict[int, Path]], work: Path, jobs: int
     return out
 
 
+def picture_distances(drive: Path, db: Path, height: int) -> list[tuple[float, float]]:
+    """How far from the camera each finding's object was in the frame its picture shows,
+    and how many pixels high it was there (in a frame ``height`` px high): the drive's
+    ``frames.jsonl`` object of the same class whose box overlaps the finding's most (IoU
+    0.3 or more) in the frame of its capture time."""
+    truth = json.loads((drive / "truth.json").read_text())
+    start = parse_iso_utc(truth["start_utc"])
+    rows = [json.loads(line) for line in (drive / "frames.jsonl").read_text().splitlines()]
+    out = []
+    with Store(db) as s:
+        for e in s.iter_events():
+            ev = e.event
+            i = round((ev.captured_utc - start).total_seconds() * float(truth["fps"]))
+            if not 0 <= i < len(rows):
+                continue
+            best = max(((iou(tuple(o["box"]), ev.bbox), o["distance_m"],
+                         (o["box"][3] - o["box"][1]) * height)
+                        for o in rows[i]["objects"] if o["class"] == ev.label), default=None)
+            if best is not None and best[0] >= 0.3:
+                out.append((float(best[1]), float(best[2])))
+    return out
+
+
+def add_picture_distances(found: dict[Size, dict[str, object]], work: Path,
+                          seeds: Sequence[int]) -> None:
+    """Each size's median distance and height of a finding's object in its picture, from
+    the replays' outboxes and the drives under ``work``."""
+    for size, f in found.items():
+        d = [x for seed in seeds for x in picture_distances(
+            work / size_text(size) / f"drive{seed}",
+            work / "replays" / f"{size_text(size)}-drive{seed}.db", size[1])]
+        f["picture_distance_m"] = median(x[0] for x in d) if d else None
+        f["picture_object_px"] = median(x[1] for x in d) if d else None
+        f["picture_distances"] = len(d)
+
+
 # --- cost ------------------------------------------------------------------------------
 
 STAGES = ("decode", "preprocess", "picture", "capture_to_commit")
@@ -181,10 +220,24 @@ def bench_once(drive: Path, out: Path) -> dict[str, object]:
     return json.loads(out.read_text())
 
 
+Figures = dict[str, float | None]
+COST_KEYS = ("frame_ms", "peak_rss_mb", *STAGES)
+
+
+def figures(r: dict[str, Any]) -> Figures:
+    """What the table takes from one ``patrol-agent bench --json``."""
+    fig: Figures = {"frame_ms": 1000.0 / float(r["pipeline_fps"]),
+                    "peak_rss_mb": float(r["peak_rss_mb"])}
+    for stage in STAGES:
+        v = r["stages"].get(stage, {}).get("median_ms")
+        fig[stage] = None if v is None else float(v)
+    return fig
+
+
 def costs(by_size: dict[Size, dict[int, Path]], seed: int, rounds: int, work: Path
-          ) -> dict[Size, dict[str, float | None]]:
+          ) -> dict[Size, list[Figures]]:
     """``patrol-agent bench`` on one seed's drive at every size, ``rounds`` times, every
-    other round in reverse order; each figure the mean over the rounds."""
+    other round in reverse order; each size's figures, round by round."""
     sizes = list(by_size)
     runs: dict[Size, list[dict[str, object]]] = {s: [] for s in sizes}
     for k in range(rounds):
@@ -193,19 +246,25 @@ def costs(by_size: dict[Size, dict[int, Path]], seed: int, rounds: int, work: Pa
             runs[size].append(r)
             print(f"bench round {k + 1} {size_text(size)}: {r['pipeline_fps']:.0f} fps",
                   file=sys.stderr, flush=True)
-    out: dict[Size, dict[str, float | None]] = {}
-    for size, rs in runs.items():
-        fig: dict[str, float | None] = {
-            "frame_ms": mean(1000.0 / float(r["pipeline_fps"]) for r in rs),  # type: ignore[arg-type]
-            "peak_rss_mb": mean(float(r["peak_rss_mb"]) for r in rs),  # type: ignore[arg-type]
-        }
-        for stage in STAGES:
-            vals = [r["stages"].get(stage, {}).get("median_ms")  # type: ignore[attr-defined]
-                    for r in rs]
-            vals = [float(v) for v in vals if v is not None]
-            fig[stage] = mean(vals) if vals else None
-        out[size] = fig
-    return out
+    return {size: [figures(r) for r in rs] for size, rs in runs.items()}
+
+
+def summary(cost: dict[Size, list[Figures]]) -> tuple[dict[Size, Figures], dict[Size, Figures]]:
+    """(each figure's median over the rounds, the median over the rounds of its ratio to the
+    first size's in the same round): a round's sizes ran minutes apart, the rounds further,
+    so the ratio within a round is the one least moved by the machine's other work."""
+    base = next(iter(cost))
+    values: dict[Size, Figures] = {}
+    ratios: dict[Size, Figures] = {}
+    for size, rounds in cost.items():
+        values[size], ratios[size] = {}, {}
+        for k in COST_KEYS:
+            vals = [r[k] for r in rounds if r[k] is not None]
+            values[size][k] = median(vals) if vals else None  # type: ignore[type-var]
+            rs = [r[k] / b[k] for r, b in zip(rounds, cost[base], strict=True)  # type: ignore[operator]
+                  if r[k] is not None and b[k]]
+            ratios[size][k] = median(rs) if rs else None
+    return values, ratios
 
 
 # --- privacy: pixels on a face and a plate ------------------------------------------------
@@ -239,12 +298,16 @@ def privacy_px() -> tuple[int | None, int | None]:
             smallest_px(sections.current(doc, "plate-recall"), -2))
 
 
+def focal_px(size: Size) -> float:
+    """The camera's focal length in pixels at this size (``camera.hfov_deg`` across)."""
+    return size[0] / 2 / math.tan(math.radians(CameraConfig().hfov_deg) / 2)
+
+
 def reach_m(size: Size, object_m: float, px: int | None) -> float | None:
     """How far from the camera an object ``object_m`` across still spans ``px`` pixels."""
     if px is None:
         return None
-    focal = size[0] / 2 / math.tan(math.radians(CameraConfig().hfov_deg) / 2)
-    return focal * object_m / px
+    return focal_px(size) * object_m / px
 
 
 # --- the table ---------------------------------------------------------------------------
@@ -253,15 +316,15 @@ def _f(v: float | None, fmt: str) -> str:
     return "n/a" if v is None else format(v, fmt)
 
 
-def _with_ratio(v: float | None, base: float | None, fmt: str, unit: str) -> str:
+def _with_ratio(v: float | None, ratio: float | None, fmt: str, unit: str) -> str:
     if v is None:
         return "n/a"
-    if base is None or base == 0:
+    if ratio is None:
         return f"{v:{fmt}} {unit}"
-    return f"{v:{fmt}} {unit} ({v / base:.2f}x)"
+    return f"{v:{fmt}} {unit} ({ratio:.2f}x)"
 
 
-def render(cost: dict[Size, dict[str, float | None]], found: dict[Size, dict[str, object]],
+def render(cost: dict[Size, list[Figures]], found: dict[Size, dict[str, object]],
            seeds: Sequence[int], duration: float, rounds: int, bench_seed: int) -> str:
     sizes = list(found)
     base = sizes[0]
@@ -280,55 +343,66 @@ def render(cost: dict[Size, dict[str, float | None]], found: dict[Size, dict[str
         f"{cpu}, Python {platform.python_version()}); do not edit by hand.",
         "",
         f"Cost: `patrol-agent bench` on drive {bench_seed} rendered at each size, {rounds} "
-        f"rounds, sizes interleaved; medians of the stages, means over the rounds, and in "
-        f"brackets the ratio to {size_text(base)} in the same run. The default is "
-        f"`camera.width` x `camera.height`. A frame held is one BGR frame: a live track "
-        f"keeps `events.confirm_views` ({EventsConfig().confirm_views}) of them as its best "
-        f"views, and up to {MAX_WAITING} wait for their pictures.",
+        f"rounds, sizes interleaved; each stage's median in a run, the median over the "
+        f"rounds, and in brackets the median of its ratio to {size_text(base)} in the same "
+        f"round. The default is `camera.width` x `camera.height`. A frame held is one BGR "
+        f"frame: a live track keeps `events.confirm_views` "
+        f"({EventsConfig().confirm_views}) of them as its best views, and up to "
+        f"{MAX_WAITING} wait for their pictures.",
         "",
         "| capture size | pixels | pipeline, per frame | decode | preprocess | picture "
         "(privacy step) | capture to commit | peak RSS | a frame held | picture sent |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    b = cost[base]
+    values, ratios = summary(cost)
     bj = found[base]["jpeg_bytes_mean"]
     for s in sizes:
-        c = cost[s]
+        c, q = values[s], ratios[s]
         px = s[0] * s[1]
         jpeg = found[s]["jpeg_bytes_mean"]
         lines.append("| " + " | ".join([
             label(s), f"{px / 1e6:.2f} MP ({px / (base[0] * base[1]):.2f}x)",
-            _with_ratio(c["frame_ms"], b["frame_ms"], ".2f", "ms"),
-            _with_ratio(c["decode"], b["decode"], ".2f", "ms"),
-            _with_ratio(c["preprocess"], b["preprocess"], ".2f", "ms"),
-            _with_ratio(c["picture"], b["picture"], ".0f", "ms"),
-            _with_ratio(c["capture_to_commit"], b["capture_to_commit"], ".0f", "ms"),
-            _with_ratio(c["peak_rss_mb"], b["peak_rss_mb"], ".0f", "MB"),
+            _with_ratio(c["frame_ms"], q["frame_ms"], ".2f", "ms"),
+            _with_ratio(c["decode"], q["decode"], ".2f", "ms"),
+            _with_ratio(c["preprocess"], q["preprocess"], ".2f", "ms"),
+            _with_ratio(c["picture"], q["picture"], ".0f", "ms"),
+            _with_ratio(c["capture_to_commit"], q["capture_to_commit"], ".0f", "ms"),
+            _with_ratio(c["peak_rss_mb"], q["peak_rss_mb"], ".0f", "MB"),
             f"{px * 3 / 1e6:.1f} MB",
             _with_ratio(None if jpeg is None else float(jpeg) / 1024,  # type: ignore[arg-type]
-                        None if bj is None else float(bj) / 1024,  # type: ignore[arg-type]
+                        None if jpeg is None or not bj else float(jpeg) / float(bj),  # type: ignore[arg-type]
                         ".0f", "KB"),
         ]) + " |")
     lines += [
         "",
         f"Findings: drives {drives.seeds_text(seeds)} ({duration:g} s) at each size, replayed "
-        f"with the agent's defaults and scored pooled against their truth; privacy: how far "
+        f"with the agent's defaults and scored pooled against their truth. Object in the "
+        f"picture: the median distance from the camera and height of a finding's object in "
+        f"the frame its picture shows (the drives' frames.jsonl); a face there: how high a "
+        f"face at that distance is. Privacy: "
+        f"how far "
         f"from the camera ({CameraConfig().hfov_deg:g} degrees across) a face ({FACE_M:g} m "
         f"box) spans the {_f(face_px, 'd')} px and a plate ({PLATE_M * 1000:.0f} mm) the "
         f"{_f(plate_px, 'd')} px at which models/privacy/README.md measures the privacy step's "
         f"recall at {RECALL_NEEDED:g} or more.",
         "",
         "| capture size | objects found | recall | precision | findings | false findings "
-        "| pictures | face found up to | plate found up to |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| pictures | object in the picture | a face there | face found up to "
+        "| plate found up to |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in sizes:
         sc = found[s]["scores"]
         assert isinstance(sc, dict)
+        dist = found[s].get("picture_distance_m")
+        assert dist is None or isinstance(dist, float)
         lines.append("| " + " | ".join([
             label(s), f"{sc['matched']} of {sc['objects']}", f"{sc['recall']:.2f}",
             f"{sc['precision']:.2f}", str(sc["events"]), str(sc["false_positives"]),
             str(found[s]["pictures"]),
+            "n/a" if dist is None else
+            f"{dist:.1f} m away, {_f(found[s].get('picture_object_px'), '.0f')} px high",  # type: ignore[arg-type]
+            "n/a" if dist is None else f"{focal_px(s) * FACE_M / dist:.0f} px",
             _f(reach_m(s, FACE_M, face_px), ".1f") + " m",
             _f(reach_m(s, PLATE_M, plate_px), ".1f") + " m",
         ]) + " |")
@@ -368,8 +442,10 @@ def main(argv: list[str] | None = None) -> int:
         data = json.loads(Path(args.from_json).read_text())
         settings = data.pop("settings", {})
         sizes = [parse_size(k) for k in data]
-        cost = {s: data[size_text(s)].pop("cost") for s in sizes}
+        cost = {s: data[size_text(s)].pop("cost_rounds") for s in sizes}
         found = {s: data[size_text(s)] for s in sizes}
+        if args.workdir and any("picture_distance_m" not in f for f in found.values()):
+            add_picture_distances(found, Path(args.workdir), settings.get("seeds", args.seeds))
         text = render(cost, found, settings.get("seeds", args.seeds),
                       settings.get("duration", args.duration),
                       settings.get("rounds", args.rounds),
@@ -381,12 +457,13 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         by_size = make_drives(args.sizes, args.seeds, args.duration, work, args.jobs)
         found = findings(by_size, work, args.jobs)
+        add_picture_distances(found, work, args.seeds)
         cost = costs(by_size, args.seeds[0], args.rounds, work)
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"settings": {"seeds": args.seeds, "duration": args.duration,
                           "rounds": args.rounds, "bench_seed": args.seeds[0]},
-             **{size_text(s): {"cost": cost[s], **found[s]} for s in args.sizes}},
+             **{size_text(s): {"cost_rounds": cost[s], **found[s]} for s in args.sizes}},
             indent=1) + "\n")
     text = render(cost, found, args.seeds, args.duration, args.rounds, args.seeds[0])
     return sections.publish(README, NAME, text, write=args.write, check=False, fix=COMMAND,
