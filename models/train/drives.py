@@ -420,10 +420,8 @@ def render(results: dict[float, Scores], model: Path, seeds: Sequence[int],
         f"({', '.join(COMPLAINT_CLASSES)}); a finding matches an object of its class within "
         "15 m (`agent.evaluate`). Every other setting is the agent's default.",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "| " + " | ".join("---" for _ in COLUMNS) + " |",
+        *table(COLUMNS, [row(cs, results[cs]) for cs in sorted(results)]),
     ]
-    lines += ["| " + " | ".join(row(cs, results[cs])) + " |" for cs in sorted(results)]
     lines.append(end)
     return "\n".join(lines)
 
@@ -517,8 +515,13 @@ def differences(card: str, results: dict[float, Scores], model: Path, seeds: Seq
     return problems
 
 
-def _row_line(cells: list[str]) -> str:
+def _row_line(cells: Iterable[str]) -> str:
     return "| " + " | ".join(cells) + " |"
+
+
+def table(columns: Sequence[str], rows: Iterable[list[str]]) -> list[str]:
+    """A markdown table's lines: its head, then a line per row."""
+    return [_row_line(columns), _row_line("---" for _ in columns), *map(_row_line, rows)]
 
 
 def _number(cell: str) -> float | None:
@@ -601,11 +604,9 @@ def render_sampling(tuning: dict[float, Sampled], evaluation: dict[float, Sample
             f"{duration:g} s each) holding **{objects.pop()}** objects of the reported classes "
             f"({', '.join(COMPLAINT_CLASSES)}):",
             "",
-            "| " + " | ".join(SAMPLING_COLUMNS) + " |",
-            "| " + " | ".join("---" for _ in SAMPLING_COLUMNS) + " |",
+            *table(SAMPLING_COLUMNS, [sampling_row(m, results[m], chosen)
+                                      for m in sorted(results)]),
         ]
-        lines += ["| " + " | ".join(sampling_row(m, results[m], chosen)) + " |"
-                  for m in sorted(results)]
     lines.append(end)
     return "\n".join(lines)
 
