@@ -211,7 +211,6 @@ class Control(Inbox):
             self._queue.append(fn)
             self._cond.notify()
 
-
     def run(self) -> None:
         while True:
             self.heartbeat.beat()

@@ -380,8 +380,7 @@ class EventBuilder:
                 self.stats.unredactable += 1
                 log.error("finding %s: the privacy step failed on its picture (%s); the "
                           "finding is kept without a picture", ev.id, e)
-                return Picture(ev.id, b"", None, {"redaction": {"ran": False,
-                                                                "failed": str(e)[:200]}})
+                return Picture.withheld(ev.id, str(e))
         quality = [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality]
         ok, jpeg = cv2.imencode(".jpg", image, quality)
         if not ok:

@@ -72,7 +72,6 @@ class FindingStage(Inbox):
             self._incoming.append((ended, time.monotonic() + self.fix_wait_s))
             self._cond.notify()
 
-
     # --- the stage's thread --------------------------------------------------
 
     def run(self) -> None:

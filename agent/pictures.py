@@ -67,9 +67,8 @@ class PictureStage(Inbox):
             log.error("finding %s is sent without a picture: %d findings are already "
                       "waiting for theirs (the privacy step is behind; %d so far)",
                       event.id, self.max_waiting, self.behind)
-            self.attach(Picture(event.id, b"", None, {"redaction": {
-                "ran": False, "failed": "too many findings waiting for their pictures"}}))
-
+            self.attach(Picture.withheld(event.id,
+                                         "too many findings waiting for their pictures"))
 
     # --- the stage's thread --------------------------------------------------
 
@@ -87,8 +86,7 @@ class PictureStage(Inbox):
                 with Stopwatch(self.times, "picture"):
                     picture = self.builder.picture(event, shot)
             except Exception as e:  # noqa: BLE001 - the finding goes, without its picture
-                picture = Picture(event.id, b"", None, {"redaction": {
-                    "ran": False, "failed": f"{type(e).__name__}: {e}"[:200]}})
+                picture = Picture.withheld(event.id, f"{type(e).__name__}: {e}")
                 self.faults.record(f"the picture of finding {event.id}", e)
             else:
                 self.made += 1

@@ -191,6 +191,11 @@ class Picture:
     attributes: dict[str, object] = field(default_factory=dict)
     """Added to the finding's attributes (``redaction``, ``crop_px``)."""
 
+    @classmethod
+    def withheld(cls, event_id: str, why: str) -> Picture:
+        """No picture for this finding, and ``attributes.redaction`` says why."""
+        return cls(event_id, b"", None, {"redaction": {"ran": False, "failed": why[:200]}})
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)

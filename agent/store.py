@@ -294,8 +294,7 @@ class Store:
             ids = [r[0] for r in self.db.execute(
                 "SELECT event_id FROM images WHERE picture_pending = 1").fetchall()]
             for i in ids:
-                self._attach(Picture(i, b"", None, {"redaction": {"ran": False,
-                                                                  "failed": reason}}))
+                self._attach(Picture.withheld(i, reason))
         return ids
 
     def mark_attempted(self, ids: list[str]) -> None:
