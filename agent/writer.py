@@ -17,6 +17,7 @@ still held when an orderly stop runs out of time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -91,6 +92,8 @@ class StoreWriter:
         self._queue: deque[Event | Picture] = deque()
         self._to_follow: set[str] = set()
         """Findings accepted without their pictures, whose pictures are still to come."""
+        self._released = False
+        """Pictures left pending by a stopped agent have been released (:meth:`_open`)."""
         self._cond = threading.Condition()
         self._closed = False
         self._deadline = float("inf")
@@ -149,17 +152,12 @@ class StoreWriter:
 
     def run(self) -> None:
         store: Store | None = None
-        released = False
         retry_at = 0.0
         try:
-            try:  # at once, not at the first finding: those pictures are late already
-                store = Store(self.path, synchronous="FULL", busy_timeout_s=self.busy_timeout_s)
-                self._release_pictures(store)
-                released = True
-            except (StoreError, sqlite3.Error, OSError):
-                if store is not None:  # the first commit reports it, and retries
-                    store.close()
-                    store = None
+            # At once, not at the first finding: those pictures are late already. If the
+            # outbox cannot be opened now, the first commit reports it, and retries.
+            with contextlib.suppress(StoreError, sqlite3.Error, OSError):
+                store = self._open()
             while True:
                 with self._cond:
                     while True:
@@ -174,11 +172,7 @@ class StoreWriter:
                 lost = 0
                 try:
                     if store is None:
-                        store = Store(self.path, synchronous="FULL",
-                                      busy_timeout_s=self.busy_timeout_s)
-                        if not released:
-                            self._release_pictures(store)
-                            released = True
+                        store = self._open()
                     try:
                         with Stopwatch(self.times, "commit"):
                             self._commit(store, batch)
@@ -266,14 +260,24 @@ class StoreWriter:
         self._backoff.reset()
         self.on_commit()
 
-    def _release_pictures(self, store: Store) -> None:
-        """Pictures a stopped agent was still making will not come (this writer's own
-        are all still in memory at its first commit)."""
-        ids = store.release_pictures("the agent stopped before its picture was made")
+    def _open(self) -> Store:
+        """The writer's connection; the first one also releases the pictures a stopped
+        agent was still making, which will not come (this writer's own are all still in
+        memory then)."""
+        store = Store(self.path, synchronous="FULL", busy_timeout_s=self.busy_timeout_s)
+        if self._released:
+            return store
+        try:
+            ids = store.release_pictures("the agent stopped before its picture was made")
+        except BaseException:
+            store.close()
+            raise
+        self._released = True
         if ids:
             log.warning("%d findings committed before the agent stopped had no picture yet "
                         "(%s): they are sent without one", len(ids), ", ".join(ids[:5]) +
                         (" …" if len(ids) > 5 else ""))
+        return store
 
     def _keep_quota(self, store: Store) -> None:
         assert self.quota_bytes is not None
