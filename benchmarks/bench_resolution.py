@@ -50,8 +50,6 @@ from pathlib import Path
 from statistics import mean, median
 from typing import Any
 
-import cv2
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "models"))
@@ -64,6 +62,7 @@ from agent.config import CameraConfig, EventsConfig  # noqa: E402
 from agent.evaluate import score  # noqa: E402
 from agent.pictures import MAX_WAITING  # noqa: E402
 from agent.records import iou, parse_iso_utc  # noqa: E402
+from agent.simulate.drive import parse_size  # noqa: E402
 from agent.store import Store  # noqa: E402
 
 NAME = "resolution"
@@ -86,11 +85,6 @@ def size_text(size: Size) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-def parse_size(text: str) -> Size:
-    w, h = (int(v) for v in text.lower().split("x"))
-    return w, h
-
-
 def default_size() -> Size:
     c = CameraConfig()
     return c.width, c.height
@@ -98,43 +92,12 @@ def default_size() -> Size:
 
 # --- drives ----------------------------------------------------------------------------
 
-def video_size(video: Path) -> Size | None:
-    cap = cv2.VideoCapture(str(video))
-    try:
-        ok, img = cap.read()
-        return (img.shape[1], img.shape[0]) if ok else None
-    finally:
-        cap.release()
-
-
 def make_drives(sizes: Sequence[Size], seeds: Sequence[int], duration: float, work: Path,
                 jobs: int) -> dict[Size, dict[int, Path]]:
     """Each seed's drive at each size under ``work/WxH/drive<seed>``; one already there at
     that size, seed and duration is used again."""
-    runs = [(size, seed) for seed in seeds for size in sizes]
-
-    def one(run: tuple[Size, int]) -> Path:
-        size, seed = run
-        drive = work / size_text(size) / f"drive{seed}"
-        if drives.drive_done(drive, seed, duration) and video_size(drive / "video.mp4") == size:
-            return drive
-        r = subprocess.run(drives.agent_cmd("simulate-drive", "--seed", str(seed), "--out",
-                                            str(drive), "--duration", f"{duration:g}",
-                                            "--size", size_text(size)),
-                           capture_output=True, text=True, timeout=3600, cwd=ROOT)
-        if r.returncode != 0:
-            raise RuntimeError(f"simulate-drive --seed {seed} --size {size_text(size)} "
-                               f"failed:\n{r.stderr[-2000:]}")
-        print(f"drive {seed} {size_text(size)}: {r.stdout.strip()}", file=sys.stderr,
-              flush=True)
-        return drive
-
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        paths = list(pool.map(one, runs))
-    out: dict[Size, dict[int, Path]] = {s: {} for s in sizes}
-    for (size, seed), path in zip(runs, paths, strict=True):
-        out[size][seed] = path
-    return out
+    return {size: drives.simulate(seeds, duration, work / size_text(size), jobs, size)
+            for size in sizes}
 
 
 # --- findings --------------------------------------------------------------------------

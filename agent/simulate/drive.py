@@ -287,7 +287,8 @@ def _start_arg(text: str) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-def _size_arg(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` (``--size``), e.g. 960x540."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -323,7 +324,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--route", help="GPX or NMEA file to drive along (default: generated)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     p.add_argument("--fps", type=float, default=10.0, help="video frame rate (default 10)")
-    p.add_argument("--size", type=_size_arg, default=(WIDTH, HEIGHT), metavar="WxH",
+    p.add_argument("--size", type=parse_size, default=(WIDTH, HEIGHT), metavar="WxH",
                    help=f"video size, the same field of view (default {WIDTH}x{HEIGHT})")
     p.add_argument("--start", type=_start_arg, help="UTC time of the first frame (ISO 8601)")
     p.add_argument("--fix-loss", type=_fix_loss_arg, metavar="START:END",

@@ -77,6 +77,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
+
 from agent.config import EventsConfig, SamplingConfig
 from agent.evaluate import COMPLAINT_CLASSES, Scores, TruthObject, load_truth, score
 from agent.store import Store
@@ -122,35 +124,53 @@ def _tail(text: str, lines: int = 5) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def drive_done(drive: Path, seed: int, duration: float) -> bool:
-    """``drive`` holds this seed's whole drive of this duration: the simulator writes
-    ``truth.json`` last, and it names the seed and the duration."""
+def drive_done(drive: Path, seed: int, duration: float,
+               size: tuple[int, int] | None = None) -> bool:
+    """``drive`` holds this seed's whole drive of this duration (and video ``size``, when
+    given): the simulator writes ``truth.json`` last, and it names the seed and the
+    duration."""
     try:
         truth = json.loads((drive / "truth.json").read_text())
     except (OSError, ValueError):
         return False
     return (isinstance(truth, dict) and truth.get("seed") == seed
             and truth.get("duration_s") == duration and truth.get("route") == "generated"
-            and all((drive / f).is_file() for f in ("video.mp4", "track.nmea")))
+            and all((drive / f).is_file() for f in ("video.mp4", "track.nmea"))
+            and (size is None or video_size(drive / "video.mp4") == size))
 
 
-def simulate(seeds: Iterable[int], duration: float, out: Path, jobs: int = 2
-             ) -> dict[int, Path]:
-    """Generate each seed's drive into ``out/drive<seed>``, ``jobs`` at a time; a drive
-    already there (:func:`drive_done`) is used again."""
+def video_size(video: Path) -> tuple[int, int] | None:
+    """A video's (width, height), from its first frame; None if it has none."""
+    cap = cv2.VideoCapture(str(video))
+    try:
+        ok, img = cap.read()
+        return (img.shape[1], img.shape[0]) if ok else None
+    finally:
+        cap.release()
+
+
+def simulate(seeds: Iterable[int], duration: float, out: Path, jobs: int = 2,
+             size: tuple[int, int] | None = None) -> dict[int, Path]:
+    """Generate each seed's drive into ``out/drive<seed>``, ``jobs`` at a time, at the
+    simulator's default video size or ``size``; a drive already there
+    (:func:`drive_done`) is used again."""
     seeds = list(seeds)
+    extra = [] if size is None else ["--size", f"{size[0]}x{size[1]}"]
+    what = "" if size is None else f" {size[0]}x{size[1]}"
 
     def one(seed: int) -> Path:
         drive = out / f"drive{seed}"
-        if drive_done(drive, seed, duration):
-            print(f"drive {seed}: reused {drive}", file=sys.stderr, flush=True)
+        if drive_done(drive, seed, duration, size):
+            print(f"drive {seed}{what}: reused {drive}", file=sys.stderr, flush=True)
             return drive
         r = subprocess.run(agent_cmd("simulate-drive", "--seed", str(seed), "--out", str(drive),
-                                     "--duration", f"{duration:g}"),
-                           capture_output=True, text=True, timeout=1800)
+                                     "--duration", f"{duration:g}", *extra),
+                           capture_output=True, text=True, cwd=ROOT,
+                           timeout=1800 if size is None else 3600)  # more pixels: slower
         if r.returncode != 0:
-            raise RuntimeError(f"simulate-drive --seed {seed} failed:\n{_tail(r.stderr)}")
-        print(f"drive {seed}: {r.stdout.strip()}", file=sys.stderr, flush=True)
+            raise RuntimeError(f"simulate-drive --seed {seed}{what} failed:\n"
+                               f"{_tail(r.stderr)}")
+        print(f"drive {seed}{what}: {r.stdout.strip()}", file=sys.stderr, flush=True)
         return drive
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
