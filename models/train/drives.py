@@ -475,12 +475,8 @@ def parse(section: str) -> Section:
     for line in section.splitlines():
         if line.startswith("Pooled over"):
             out.pooled = line
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) == len(COLUMNS):
-            try:
-                out.rows[float(cells[0].split()[0])] = cells
-            except (ValueError, IndexError):
-                continue  # the header and the --- line
+        if (r := table_row(line, COLUMNS)) is not None:
+            out.rows[r[0]] = r[1]
     return out
 
 
@@ -511,28 +507,13 @@ def differences(card: str, results: dict[float, Scores], model: Path, seeds: Seq
                 if a != b]
     if have.pooled != need.pooled:
         problems.append(f"the card says: {have.pooled!r}; this run: {need.pooled!r}")
-    for cs, cells in need.rows.items():
-        if cs not in have.rows:
-            problems.append(f"the card has no row for confirm_score {cs:g}")
-            continue
-        for col, a, b in zip(COLUMNS, have.rows[cs], cells, strict=True):
-            if not _same(col, a, b):
-                tol = TOLERANCE.get(col)
-                problems.append(f"confirm_score {cs:g}, {col.strip('`')}: the card says {a}, "
-                                f"the drives give {b}"
-                                + (f" (more than {tol:g} apart)" if tol is not None and
-                                   _number(a) is not None and _number(b) is not None else ""))
+    wrong, unmeasured = row_problems(COLUMNS, have.rows, need.rows, "confirm_score")
+    problems += wrong
     if partial:
         return problems
-    problems += [f"the card has a row for confirm_score {cs:g}, which this run did not measure"
-                 for cs in have.rows if cs not in need.rows]
+    problems += unmeasured
     rows = set(map(_row_line, need.rows.values())) | set(map(_row_line, have.rows.values()))
-    words = [line for line in found.splitlines() if line not in rows]
-    wanted = [line for line in want.splitlines() if line not in rows]
-    if not problems and words != wanted:  # same figures, other words: show where
-        diff = difflib.unified_diff(words, wanted, "card", "this run", lineterm="", n=0)
-        problems.append("the section's text is not what drives.py writes:\n" + "\n".join(diff))
-    return problems
+    return problems or text_problems(found, want, rows)
 
 
 def _row_line(cells: Iterable[str]) -> str:
@@ -542,6 +523,53 @@ def _row_line(cells: Iterable[str]) -> str:
 def table(columns: Sequence[str], rows: Iterable[list[str]]) -> list[str]:
     """A markdown table's lines: its head, then a line per row."""
     return [_row_line(columns), _row_line("---" for _ in columns), *map(_row_line, rows)]
+
+
+def table_row(line: str, columns: Sequence[str]) -> tuple[float, list[str]] | None:
+    """A row of a table written by :func:`table`: its first cell's number (the setting
+    the row is for) and its cells; None for any other line (the head, the --- line)."""
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if not line.startswith("|") or len(cells) != len(columns):
+        return None
+    try:
+        return float(cells[0].split()[0]), cells
+    except (ValueError, IndexError):
+        return None
+
+
+def row_problems(columns: Sequence[str], have: dict[float, list[str]],
+                 need: dict[float, list[str]], key: str, where: str = ""
+                 ) -> tuple[list[str], list[str]]:
+    """How the card's rows (``have``) differ from the run's (``need``), both keyed by the
+    setting ``key``, figures within :data:`TOLERANCE`: the run's rows missing or
+    different, and the card's rows that the run did not measure."""
+    lead, sub = (f"{where}: ", f"{where}, ") if where else ("", "")
+    wrong = []
+    for k, cells in need.items():
+        if k not in have:
+            wrong.append(f"{lead}the card has no row for {key} {k:g}")
+            continue
+        for col, a, b in zip(columns, have[k], cells, strict=True):
+            if not _same(col, a, b):
+                tol = TOLERANCE.get(col)
+                wrong.append(f"{sub}{key} {k:g}, {col.strip('`')}: the card says {a}, "
+                             f"the drives give {b}"
+                             + (f" (more than {tol:g} apart)" if tol is not None and
+                                _number(a) is not None and _number(b) is not None else ""))
+    unmeasured = [f"{lead}the card has a row for {key} {k:g}, which this run did not measure"
+                  for k in have if k not in need]
+    return wrong, unmeasured
+
+
+def text_problems(found: str, want: str, rows: set[str]) -> list[str]:
+    """Same figures, other words: where the section's text (its table ``rows`` aside)
+    is not what drives.py writes."""
+    words = [line for line in found.splitlines() if line not in rows]
+    wanted = [line for line in want.splitlines() if line not in rows]
+    if words == wanted:
+        return []
+    diff = difflib.unified_diff(words, wanted, "card", "this run", lineterm="", n=0)
+    return ["the section's text is not what drives.py writes:\n" + "\n".join(diff)]
 
 
 def _number(cell: str) -> float | None:
@@ -659,17 +687,13 @@ def parse_sampling(section: str) -> SamplingSection:
         out.every_ms = tuple(float(x) for x in m["ms"].split())
     if m := CHOSEN.search(section):
         out.chosen = float(m["m"])
-    table: dict[float, list[str]] | None = None
+    rows: dict[float, list[str]] | None = None
     for line in section.splitlines():
         for head in SAMPLING_TABLES:
             if line.startswith(head):
-                table = out.tables.setdefault(head, {})
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if table is not None and line.startswith("|") and len(cells) == len(SAMPLING_COLUMNS):
-            try:
-                table[float(cells[0].split()[0])] = cells
-            except (ValueError, IndexError):
-                continue  # the header and the --- line
+                rows = out.tables.setdefault(head, {})
+        if rows is not None and (r := table_row(line, SAMPLING_COLUMNS)) is not None:
+            rows[r[0]] = r[1]
     return out
 
 
@@ -707,28 +731,11 @@ def sampling_differences(card: str, tuning: dict[float, Sampled],
                                    ("chosen every_m", ms(have.chosen), ms(need.chosen)))
                 if a != b]
     for head in SAMPLING_TABLES:
-        rows, cells_run = have.tables.get(head, {}), need.tables.get(head, {})
-        for m, cells in cells_run.items():
-            if m not in rows:
-                problems.append(f"{head.lower()}: the card has no row for every_m {m:g}")
-                continue
-            for col, a, b in zip(SAMPLING_COLUMNS, rows[m], cells, strict=True):
-                if not _same(col, a, b):
-                    tol = TOLERANCE.get(col)
-                    problems.append(
-                        f"{head.lower()}, every_m {m:g}, {col.strip('`')}: the card says {a}, "
-                        f"the drives give {b}"
-                        + (f" (more than {tol:g} apart)" if tol is not None and
-                           _number(a) is not None and _number(b) is not None else ""))
-        problems += [f"{head.lower()}: the card has a row for every_m {m:g}, which this run "
-                     "did not measure" for m in rows if m not in cells_run]
+        wrong, unmeasured = row_problems(SAMPLING_COLUMNS, have.tables.get(head, {}),
+                                         need.tables.get(head, {}), "every_m", head.lower())
+        problems += wrong + unmeasured
     rows = {_row_line(c) for p in (have, need) for t in p.tables.values() for c in t.values()}
-    words = [line for line in found.splitlines() if line not in rows]
-    wanted = [line for line in want.splitlines() if line not in rows]
-    if not problems and words != wanted:
-        diff = difflib.unified_diff(words, wanted, "card", "this run", lineterm="", n=0)
-        problems.append("the section's text is not what drives.py writes:\n" + "\n".join(diff))
-    return problems
+    return problems or text_problems(found, want, rows)
 
 
 def put_section(card: str, text: str, name: str = "drives") -> str:
