@@ -1,7 +1,7 @@
 """Sampling (agent/sampling.py): no analysis while the vehicle stands, a frame every N metres
 when asked, every frame without a fix; and the tracker keeps a track whole across the frames
-that were not analysed. The default N is the one the model card's sampling section chose on
-the tuning drives (models/train/drives.py --section sampling)."""
+that were not analysed. The model card's sampling section (models/train/drives.py --section
+sampling) states the agent's default N and the N its rule chose on the tuning drives."""
 
 from __future__ import annotations
 
