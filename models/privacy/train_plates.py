@@ -92,42 +92,6 @@ def random_board(rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def texture(rng: np.random.Generator, side: int) -> np.ndarray:
-    """A background that is no road scene: coloured noise at several scales, a collage of
-    shapes, or a grid of windows or tiles; blurred a little or not. A detector that has
-    only seen rendered roads fires on the textures of real photos."""
-    u = rng.random()
-    if u < 0.4:  # noise at a few octaves, coloured
-        out = np.zeros((side, side, 3), np.float32)
-        for octave in range(int(rng.integers(1, 5))):
-            cells = int(rng.integers(2, 8)) * 2 ** octave
-            layer = rng.normal(0, 1, (cells, cells, 3)).astype(np.float32)
-            out += cv2.resize(layer, (side, side), interpolation=cv2.INTER_CUBIC) / 2 ** octave
-        out = rng.uniform(60, 200, 3) + out * rng.uniform(10, 50)
-    elif u < 0.7:  # shapes
-        out = np.full((side, side, 3), rng.uniform(0, 255, 3), np.float32)
-        for _ in range(int(rng.integers(3, 25))):
-            colour = tuple(float(v) for v in rng.uniform(0, 255, 3))
-            x, y = (int(v) for v in rng.integers(0, side, 2))
-            r = int(rng.integers(2, side // 2))
-            if rng.random() < 0.5:
-                cv2.circle(out, (x, y), r, colour, -1 if rng.random() < 0.7 else 2)
-            else:
-                cv2.rectangle(out, (x, y), (x + r, y + int(rng.integers(2, side // 2))),
-                              colour, -1 if rng.random() < 0.7 else 2)
-    else:  # a grid: windows, tiles, shelves
-        out = np.full((side, side, 3), rng.uniform(0, 255, 3), np.float32)
-        cw, ch = (int(v) for v in rng.integers(6, 40, 2))
-        colour = tuple(float(v) for v in rng.uniform(0, 255, 3))
-        fill = rng.uniform(0.3, 0.8)
-        for y in range(0, side, ch):
-            for x in range(0, side, cw):
-                cv2.rectangle(out, (x, y), (x + int(cw * fill), y + int(ch * fill)), colour, -1)
-    if rng.random() < 0.5:
-        out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.5, 2.0)))
-    return np.ascontiguousarray(np.clip(out, 0, 255).astype(np.uint8))
-
-
 def sample(frames: list[np.ndarray], cars: list[list[tuple[float, ...]]], i: int,
            rng: np.random.Generator, side: int = CROP
            ) -> tuple[np.ndarray, list[gridnet.Box], list[tuple[float, float, float, float]]]:
@@ -147,7 +111,7 @@ def sample(frames: list[np.ndarray], cars: list[list[tuple[float, ...]]], i: int
     else:
         x0, y0 = int(rng.integers(0, fw - s + 1)), int(rng.integers(0, fh - s + 1))
     if rng.random() < 0.25:  # not a road at all: what else a camera sees
-        crop = texture(rng, side)
+        crop = gridnet.texture(rng, side)
     else:
         crop = np.ascontiguousarray(cv2.resize(frame[y0:y0 + s, x0:x0 + s], (side, side),
                                                interpolation=cv2.INTER_AREA))

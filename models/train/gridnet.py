@@ -624,6 +624,42 @@ def zoom_sample(img_bgr: np.ndarray, boxes: list[Box], size: int, rng: np.random
     return np.ascontiguousarray(img[..., ::-1]), out_boxes, ignore
 
 
+def texture(rng: np.random.Generator, side: int) -> np.ndarray:
+    """A background that is no road scene: coloured noise at several scales, a collage of
+    shapes, or a grid of windows or tiles; blurred a little or not. A detector that has
+    only seen rendered roads fires on the textures of real photos."""
+    u = rng.random()
+    if u < 0.4:  # noise at a few octaves, coloured
+        out = np.zeros((side, side, 3), np.float32)
+        for octave in range(int(rng.integers(1, 5))):
+            cells = int(rng.integers(2, 8)) * 2 ** octave
+            layer = rng.normal(0, 1, (cells, cells, 3)).astype(np.float32)
+            out += cv2.resize(layer, (side, side), interpolation=cv2.INTER_CUBIC) / 2 ** octave
+        out = rng.uniform(60, 200, 3) + out * rng.uniform(10, 50)
+    elif u < 0.7:  # shapes
+        out = np.full((side, side, 3), rng.uniform(0, 255, 3), np.float32)
+        for _ in range(int(rng.integers(3, 25))):
+            colour = tuple(float(v) for v in rng.uniform(0, 255, 3))
+            x, y = (int(v) for v in rng.integers(0, side, 2))
+            r = int(rng.integers(2, side // 2))
+            if rng.random() < 0.5:
+                cv2.circle(out, (x, y), r, colour, -1 if rng.random() < 0.7 else 2)
+            else:
+                cv2.rectangle(out, (x, y), (x + r, y + int(rng.integers(2, side // 2))),
+                              colour, -1 if rng.random() < 0.7 else 2)
+    else:  # a grid: windows, tiles, shelves
+        out = np.full((side, side, 3), rng.uniform(0, 255, 3), np.float32)
+        cw, ch = (int(v) for v in rng.integers(6, 40, 2))
+        colour = tuple(float(v) for v in rng.uniform(0, 255, 3))
+        fill = rng.uniform(0.3, 0.8)
+        for y in range(0, side, ch):
+            for x in range(0, side, cw):
+                cv2.rectangle(out, (x, y), (x + int(cw * fill), y + int(ch * fill)), colour, -1)
+    if rng.random() < 0.5:
+        out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.5, 2.0)))
+    return np.ascontiguousarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
 def degrade(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Break the rendered look the way a real camera does, each with even odds: sensor
     noise, defocus/motion blur, JPEG blocks, a colour cast and saturation change, and a
@@ -767,14 +803,21 @@ def crop_sample(img: np.ndarray, boxes: list[Box], crop: int, rng: np.random.Gen
 def make_crop_dataset(images_rgb: np.ndarray, boxes: Sequence[list[Box]], crop: int,
                       stride: int, num_classes: int, batch: int, seed: int,
                       obj_p: float = 0.8, clutter_p: float = 0.0,
-                      realism: float = 0.0) -> tf.data.Dataset:
+                      realism: float = 0.0, textures: float = 0.0) -> tf.data.Dataset:
     """Endless shuffled batches of (crop in [0, 1], dense target) from model-input images.
 
-    Box sizes in the targets are fractions of the full image side (the exported input)."""
+    Box sizes in the targets are fractions of the full image side (the exported input). A
+    ``textures`` share of the samples is a :func:`texture` with nothing in it instead: a
+    negative that looks like no rendered road (with 0 the random stream is unchanged)."""
+    def sample(i: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, list[Box], list[tuple[float, float, float, float]]]:
+        if textures > 0 and rng.random() < textures:
+            return texture(rng, crop), [], []
+        return crop_sample(images_rgb[i], list(boxes[i]), crop, rng, obj_p,
+                           clutter_p=clutter_p)
+
     return _augmented_dataset(
-        len(images_rgb),
-        lambda i, rng: crop_sample(images_rgb[i], list(boxes[i]), crop, rng, obj_p,
-                                   clutter_p=clutter_p),
+        len(images_rgb), sample,
         crop, crop // stride, num_classes, batch,
         np.random.default_rng(np.random.SeedSequence([seed, 8])), wh_norm=images_rgb.shape[1],
         realism=realism)

@@ -4,6 +4,7 @@ packages ship, none of which holds a civil-complaint element.
     python models/train/real_photos.py models/civil-complaint.tflite            # print
     python models/train/real_photos.py models/civil-complaint.tflite --write    # into the card
     python models/train/real_photos.py models/civil-complaint.tflite --check    # card up to date?
+    python models/train/real_photos.py MODEL --photos DIR  # a city's photos with no element
 
 The photos are scikit-image's (``skimage/data``, inside its wheel): people, animals, a street
 scene, objects, textures, documents, microscope and telescope images. The synthetic test
@@ -39,17 +40,20 @@ CARD = Path(__file__).resolve().parents[1] / "MODEL_CARD.md"
 BEGIN, END = sections.markers("real-photos")
 
 
-def photos() -> list[Path]:
-    import skimage
-    data = Path(skimage.__file__).parent / "data"
-    return sorted(p for p in data.iterdir()
+def photos(folder: Path | None = None) -> list[Path]:
+    """scikit-image's photographs, or every JPEG/PNG in ``folder``."""
+    if folder is None:
+        import skimage
+        folder = Path(skimage.__file__).parent / "data"
+    return sorted(p for p in folder.iterdir()
                   if p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.name not in SYNTHETIC)
 
 
-def measure(model: Path) -> list[tuple[str, tuple[int, int], list[tuple[str, float]]]]:
+def measure(model: Path, folder: Path | None = None
+            ) -> list[tuple[str, tuple[int, int], list[tuple[str, float]]]]:
     det = Detector(model, threads=2, score_threshold=THRESHOLD, allow=list(REPORTED))
     rows = []
-    for p in photos():
+    for p in photos(folder):
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if img is None or img.size == 0:
             continue
@@ -58,17 +62,18 @@ def measure(model: Path) -> list[tuple[str, tuple[int, int], list[tuple[str, flo
     return rows
 
 
-def section(model: Path) -> str:
-    rows = measure(model)
+def section(model: Path, folder: Path | None = None) -> str:
+    rows = measure(model, folder)
     n = len(rows)
     total = sum(len(f) for _, _, f in rows)
     high = sum(1 for _, _, f in rows for _, s in f if s >= HIGH)
     with_any = sum(1 for _, _, f in rows if f)
+    where = "that scikit-image ships" if folder is None else f"in {folder}"
     lines = [
         BEGIN,
         f"Written by `models/train/real_photos.py {model.name} --write`; do not edit by hand.",
         "",
-        f"On the **{n}** photographs that scikit-image ships (none holds a civil-complaint "
+        f"On the **{n}** photographs {where} (none holds a civil-complaint "
         f"element), the model reports **{total / n:.2f} false alarms per photo** at score "
         f"{THRESHOLD} or more ({total} on {with_any} of {n} photos), **{high / n:.2f}** at "
         f"{HIGH} or more ({high}).",
@@ -90,7 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("model", type=Path)
     ap.add_argument("--write", action="store_true", help="put the section into the card")
     ap.add_argument("--check", action="store_true", help="exit 1 if the card is not current")
+    ap.add_argument("--photos", type=Path, default=None,
+                    help="measure on the photos in this folder instead (prints; never "
+                         "written into the card)")
     args = ap.parse_args(argv)
+    if args.photos is not None:
+        if args.write or args.check:
+            ap.error("--photos only prints: the card holds scikit-image's figures")
+        if not args.photos.is_dir():
+            ap.error(f"--photos {args.photos}: not a folder")
+        text = section(args.model, args.photos).splitlines()
+        print("\n".join(text[3:-1]))  # the figures, without the card's markers
+        return 0
+
     def before_speed(card: str, text: str) -> str:
         return card.replace("## Speed", "## False alarms on real photos\n\n" + text
                             + "\n\n## Speed", 1)

@@ -117,7 +117,8 @@ def train(args: argparse.Namespace, scenes: np.ndarray, boxes: list[list[data.Bo
                                      bn_momentum=0.9)
         ds = gridnet.make_crop_dataset(images, image_boxes, args.crop, STRIDE, nc, args.batch,
                                        args.seed, obj_p=args.crop_objects,
-                                       clutter_p=args.crop_clutter, realism=args.realism)
+                                       clutter_p=args.crop_clutter, realism=args.realism,
+                                       textures=args.textures)
         check = [(x.numpy(), y.numpy()) for x, y in gridnet.make_crop_dataset(
             images, image_boxes, args.crop, STRIDE, nc, 64, args.seed + 1000,
             obj_p=args.crop_objects, clutter_p=args.crop_clutter).take(3)]
@@ -269,7 +270,9 @@ class BCE on positive cells, box L1 (centre, sqrt of size) +
 GIoU on positive cells. Training: {args.batch}-image batches, {getattr(args, "steps_done", 0)}
 steps, Adam with warm-up + cosine decay over those steps (peak learning rate {args.lr:g});
 {args.realism:.0%} of the crops degraded like a camera's frames (noise, blur, JPEG, colour,
-texture); {train_s / 60:.0f} min on this machine (2 cores).
+texture), {args.textures:.0%} replaced by a procedural texture with nothing in it (coloured
+noise, a collage of shapes, a grid of tiles: `gridnet.texture`);
+{train_s / 60:.0f} min on this machine (2 cores).
 {check_line}
 
 ## Accuracy (held-out synthetic scenes)
@@ -365,7 +368,8 @@ python models/train/train_default.py --seed {args.seed} --out models/ \\
     --batch {args.batch} --lr {args.lr:g} --zoom {args.zoom:g} --crop {args.crop} \\
     --crop-objects {args.crop_objects:g} --crop-clutter {args.crop_clutter:g} \\
     --obj-alpha {args.obj_alpha:g} --obj-gamma {args.obj_gamma:g} \\
-    --train-steps {args.train_steps} --realism {args.realism:g} \\{init_line}
+    --train-steps {args.train_steps} --realism {args.realism:g} \\
+    --textures {args.textures:g} \\{init_line}
     --eval-seed {args.eval_seed} --eval-scenes {res["n_scenes"]}
 python models/train/evaluate.py models/civil-complaint.tflite --eval-seed {args.eval_seed} \\
     -n {res["n_scenes"]}
@@ -417,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
     ap.add_argument("--realism", type=float, default=0.0,
                     help="share of crops degraded like a camera frame (noise, blur, JPEG, ...)")
+    ap.add_argument("--textures", type=float, default=0.0,
+                    help="share of crops that are a procedural texture with nothing in it "
+                         "(negatives that look like no rendered road)")
     ap.add_argument("--eval-seed", type=int, default=None, help="default: --seed")
     ap.add_argument("--eval-scenes", type=int, default=500)
     ap.add_argument("--calibration", type=int, default=200, help="representative scenes")
