@@ -34,6 +34,7 @@ import sections  # models/sections.py
 REPORTED = ("garbage", "banner", "construction")
 THRESHOLD = DetectorConfig().score_threshold
 HIGH = 0.9  # events.min_score: what could become a finding after tracking
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
 SYNTHETIC = {"chessboard_GRAY.png", "chessboard_RGB.png", "color.png", "logo.png",
              "phantom.png"}
 CARD = Path(__file__).resolve().parents[1] / "MODEL_CARD.md"
@@ -41,12 +42,14 @@ BEGIN, END = sections.markers("real-photos")
 
 
 def photos(folder: Path | None = None) -> list[Path]:
-    """scikit-image's photographs, or every JPEG/PNG in ``folder``."""
-    if folder is None:
-        import skimage
-        folder = Path(skimage.__file__).parent / "data"
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.name not in SYNTHETIC)
+    """scikit-image's photographs (its synthetic images left out), or every JPEG/PNG in
+    ``folder``."""
+    if folder is not None:
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+    import skimage
+    data = Path(skimage.__file__).parent / "data"
+    return sorted(p for p in data.iterdir()
+                  if p.suffix.lower() in PHOTO_SUFFIXES and p.name not in SYNTHETIC)
 
 
 def measure(model: Path, folder: Path | None = None
@@ -62,17 +65,15 @@ def measure(model: Path, folder: Path | None = None
     return rows
 
 
-def section(model: Path, folder: Path | None = None) -> str:
-    rows = measure(model, folder)
+def figures(rows: list[tuple[str, tuple[int, int], list[tuple[str, float]]]],
+            where: str) -> list[str]:
+    """The summary sentence and the per-photo table: the section's body, or what
+    ``--photos`` prints."""
     n = len(rows)
     total = sum(len(f) for _, _, f in rows)
     high = sum(1 for _, _, f in rows for _, s in f if s >= HIGH)
     with_any = sum(1 for _, _, f in rows if f)
-    where = "that scikit-image ships" if folder is None else f"in {folder}"
     lines = [
-        BEGIN,
-        f"Written by `models/train/real_photos.py {model.name} --write`; do not edit by hand.",
-        "",
         f"On the **{n}** photographs {where} (none holds a civil-complaint "
         f"element), the model reports **{total / n:.2f} false alarms per photo** at score "
         f"{THRESHOLD} or more ({total} on {with_any} of {n} photos), **{high / n:.2f}** at "
@@ -86,8 +87,16 @@ def section(model: Path, folder: Path | None = None) -> str:
         lines.append(f"| {name} | {w}×{h} | {len(found)} | "
                      f"{sum(1 for _, s in found if s >= HIGH)} | "
                      f"{f'{top[0]} {top[1]:.2f}' if top else '-'} |")
-    lines.append(END)
-    return "\n".join(lines)
+    return lines
+
+
+def section(model: Path) -> str:
+    return "\n".join([
+        BEGIN,
+        f"Written by `models/train/real_photos.py {model.name} --write`; do not edit by hand.",
+        "",
+        *figures(measure(model), "that scikit-image ships"),
+        END])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--photos only prints: the card holds scikit-image's figures")
         if not args.photos.is_dir():
             ap.error(f"--photos {args.photos}: not a folder")
-        text = section(args.model, args.photos).splitlines()
-        print("\n".join(text[3:-1]))  # the figures, without the card's markers
+        rows = measure(args.model, args.photos)
+        if not rows:
+            ap.error(f"--photos {args.photos}: no readable JPEG or PNG photo in it")
+        print("\n".join(figures(rows, f"in {args.photos}")))
         return 0
 
     def before_speed(card: str, text: str) -> str:
