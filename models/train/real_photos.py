@@ -44,12 +44,12 @@ BEGIN, END = sections.markers("real-photos")
 def photos(folder: Path | None = None) -> list[Path]:
     """scikit-image's photographs (its synthetic images left out), or every JPEG/PNG in
     ``folder``."""
-    if folder is not None:
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
-    import skimage
-    data = Path(skimage.__file__).parent / "data"
-    return sorted(p for p in data.iterdir()
-                  if p.suffix.lower() in PHOTO_SUFFIXES and p.name not in SYNTHETIC)
+    skip: frozenset[str] | set[str] = frozenset()
+    if folder is None:
+        import skimage
+        folder, skip = Path(skimage.__file__).parent / "data", SYNTHETIC
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in PHOTO_SUFFIXES and p.name not in skip)
 
 
 def measure(model: Path, folder: Path | None = None
