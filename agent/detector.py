@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from agent.labelmap import LabelMap, LabelMapError, parse_label_map, read_label_map
-from agent.records import Box, Detection, iou
+from agent.records import Box, Detection, Zoom, iou
 from agent.tflite_metadata import MetadataError, input_normalization
 
 log = logging.getLogger("detector")
@@ -61,6 +61,23 @@ ZOOM_CONTEXT = 4.0
 MAX_ZOOM = 3.2
 # How much a box found on the second look must overlap the first one to be the same object.
 SECOND_LOOK_IOU = 0.3
+
+
+def zoom_in(image: np.ndarray, bbox: Box, input_size: tuple[int, int]) -> Zoom:
+    """The square of ``image`` that a second look shows a model of ``input_size`` (w, h)
+    for the object at ``bbox`` (fractions of ``image``): ``ZOOM_CONTEXT`` times the box's
+    longer side, but at least what magnifies it ``MAX_ZOOM`` times over the whole frame's
+    view, and at most the frame's shorter side. A view into ``image``, not a copy."""
+    in_w, in_h = input_size
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = bbox[0] * w, bbox[1] * h, bbox[2] * w, bbox[3] * h
+    whole = min(in_w / w, in_h / h)  # the letterbox scale of the full frame
+    least = min(in_w, in_h) / (MAX_ZOOM * whole)
+    side = round(min(w, h, max(least, ZOOM_CONTEXT * max(x2 - x1, y2 - y1))))
+    x0 = int(np.clip((x1 + x2 - side) / 2, 0, w - side))
+    y0 = int(np.clip((y1 + y2 - side) / 2, 0, h - side))
+    seen = ((x1 - x0) / side, (y1 - y0) / side, (x2 - x0) / side, (y2 - y0) / side)
+    return Zoom(image[y0:y0 + side, x0:x0 + side], seen)
 
 
 class DetectorError(Exception):
@@ -530,23 +547,24 @@ class Detector:
 
     def second_look(self, image: np.ndarray, bbox: Box, label: str) -> float:
         """Zoom in on ``bbox`` (fractions of ``image``) and detect again: the best score of
-        a ``label`` box there that overlaps it, 0 if none.
+        a ``label`` box there that overlaps it, 0 if none (:meth:`zoom`, then :meth:`look`).
 
         A whole frame shrunk to the model's input leaves a far object a few pixels; a
         square crop around it (``ZOOM_CONTEXT`` times its size, magnified at most
         ``MAX_ZOOM``) gives the model several times the pixels, so it can tell a banner
         from a patch of wall that looked like one from afar."""
-        h, w = image.shape[:2]
-        x1, y1, x2, y2 = bbox[0] * w, bbox[1] * h, bbox[2] * w, bbox[3] * h
-        whole = min(self.in_w / w, self.in_h / h)  # the letterbox scale of the full frame
-        least = min(self.in_w, self.in_h) / (MAX_ZOOM * whole)
-        side = round(min(w, h, max(least, ZOOM_CONTEXT * max(x2 - x1, y2 - y1))))
-        x0 = int(np.clip((x1 + x2 - side) / 2, 0, w - side))
-        y0 = int(np.clip((y1 + y2 - side) / 2, 0, h - side))
-        seen = ((x1 - x0) / side, (y1 - y0) / side, (x2 - x0) / side, (y2 - y0) / side)
+        return self.look(self.zoom(image, bbox), label)
+
+    def zoom(self, image: np.ndarray, bbox: Box) -> Zoom:
+        """What :meth:`look` is to be shown of ``bbox`` in ``image``, for this model's input
+        (a view into ``image``, not a copy)."""
+        return zoom_in(image, bbox, (self.in_w, self.in_h))
+
+    def look(self, zoom: Zoom, label: str) -> float:
+        """The best score of a ``label`` box in ``zoom`` that overlaps the object's, 0 if none."""
         best = 0.0
-        for d in self.detect(image[y0:y0 + side, x0:x0 + side]):
-            if d.label == label and d.score > best and iou(d.bbox, seen) >= SECOND_LOOK_IOU:
+        for d in self.detect(zoom.image):
+            if d.label == label and d.score > best and iou(d.bbox, zoom.seen) >= SECOND_LOOK_IOU:
                 best = d.score
         return best
 

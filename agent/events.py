@@ -1,11 +1,12 @@
 """Tracks → events: one finding per real object, with its best picture and its place.
 
 While a track is alive, every new observation is scored as a picture (detector
-score, sharpness, size, not cut by the frame edge) and the best few frames are
+score, sharpness, size, not cut by the frame edge) and the best few views are
 kept (:class:`BestShots`, ``events.confirm_views`` of them, on the perception
-thread). When the track ends it is handed on with them as an :class:`EndedTrack`,
-and :class:`EventBuilder` (on the findings thread, see findings.py) makes it an
-event if it was seen often and confidently enough:
+thread): the best one's whole frame, the picture's, and of each of the others
+only the square its second look sees. When the track ends it is handed on with
+them as an :class:`EndedTrack`, and :class:`EventBuilder` (on the findings thread,
+see findings.py) makes it an event if it was seen often and confidently enough:
 
 * its class is the track's majority vote;
 * its place is the *object's*: for each observation, the vehicle's position
@@ -46,15 +47,27 @@ from agent.config import CameraConfig, EventsConfig
 from agent.geo import LocalFrame, destination, haversine_m
 from agent.gps import FrameClock, GeoTag, recording_time
 from agent.privacy import Redactor
-from agent.records import Box, Detection, Event, Frame, PastFinding, Picture, Position, new_event_id
+from agent.records import (
+    Box,
+    Detection,
+    Event,
+    Frame,
+    PastFinding,
+    Picture,
+    Position,
+    Zoom,
+    new_event_id,
+)
 from agent.tracker import Track
 
 log = logging.getLogger("events")
 
 Positions = Callable[[datetime], GeoTag | None]
-SecondLook = Callable[[np.ndarray, Box, str], float]
-"""(frame, box, class) -> the score of that class found there on a zoomed-in look
-(:meth:`agent.detector.Detector.second_look`)."""
+SecondLook = Callable[[Zoom, str], float]
+"""(the square around a view's object, class) -> the score of that class found there
+(:meth:`agent.detector.Detector.look`)."""
+ZoomIn = Callable[[np.ndarray, Box], Zoom]
+"""(frame, box) -> the square a second look sees (:meth:`agent.detector.Detector.zoom`)."""
 
 # The crop's margin around the object's box (a fraction of the box on each side)
 # shows the object's surroundings (kerb, wall, pole), which a reviewer needs to
@@ -67,9 +80,27 @@ MIN_DRIFT_VIEWS = 4
 
 @dataclass(frozen=True, slots=True)
 class BestShot:
+    """One of a track's best views. Only the best keeps its ``frame`` (the finding's
+    picture is made of it); the others keep only ``zoom``, the square their second look
+    sees: a whole frame is 2.7 MB at 1280x720, and every live track would hold
+    ``events.confirm_views`` of them."""
+
     quality: float
-    frame: Frame
     detection: Detection
+    frame: Frame | None
+    """The whole frame while this is the track's best view, else None."""
+    zoom: Zoom | None = None
+    """What the second look sees (None without one)."""
+
+
+def _without_frame(shot: BestShot) -> BestShot:
+    """``shot`` keeping only its own copy of its zoom (the frame, if no one else holds
+    it, is freed)."""
+    if shot.frame is None:
+        return shot
+    z = shot.zoom
+    return BestShot(shot.quality, shot.detection, None,
+                    None if z is None else Zoom(z.image.copy(), z.seen))
 
 
 def shot_quality(image: np.ndarray, det: Detection) -> float:
@@ -212,16 +243,20 @@ class EndedTrack:
 
 class BestShots:
     """The best few views of each live track (perception's thread): the picture of a
-    finding and the views its second look is asked about."""
+    finding and the views its second look is asked about. Each track holds one whole
+    frame at most, its best view's; a view that is not, or no longer, the best keeps
+    a copy of its second look's square and lets its frame go."""
 
-    def __init__(self, keep: int) -> None:
+    def __init__(self, keep: int, zoom: ZoomIn | None = None) -> None:
+        """``zoom``: the second look's square of a view (None: no second look)."""
         self.keep = keep
+        self.zoom = zoom
         self._shots: dict[int, list[BestShot]] = {}  # track id -> its best shots, best first
 
     @classmethod
-    def for_config(cls, cfg: EventsConfig) -> BestShots:
+    def for_config(cls, cfg: EventsConfig, zoom: ZoomIn | None = None) -> BestShots:
         """As many as the second look asks about (one without a second look)."""
-        return cls(cfg.confirm_views if cfg.confirm_score > 0 else 1)
+        return cls(cfg.confirm_views if cfg.confirm_score > 0 else 1, zoom)
 
     def observe(self, frame: Frame, updated: list[Track]) -> None:
         for tr in updated:
@@ -231,8 +266,10 @@ class BestShots:
             q = shot_quality(frame.image, obs.detection)
             shots = self._shots.get(tr.id, [])
             if len(shots) < self.keep or q > shots[-1].quality:
-                self._shots[tr.id] = sorted([*shots, BestShot(q, frame, obs.detection)],
-                                            key=lambda s: -s.quality)[:self.keep]
+                z = None if self.zoom is None else self.zoom(frame.image, obs.detection.bbox)
+                shots = sorted([*shots, BestShot(q, obs.detection, frame, z)],
+                               key=lambda s: -s.quality)[:self.keep]
+                self._shots[tr.id] = [shots[0], *map(_without_frame, shots[1:])]
 
     def end(self, tracks: list[Track]) -> list[EndedTrack]:
         """Hand ended tracks on with their shots (and forget them here)."""
@@ -304,6 +341,8 @@ class EventBuilder:
             self.stats.weak += 1
             return None
         best = shots[0]
+        if best.frame is None:  # BestShots keeps the best one's frame; never the case
+            raise ValueError(f"track {tr.id}: its best view has no frame")
         label = tr.label
         h, w = best.frame.image.shape[:2]
         position, where = self._position(tr, h / w)
@@ -369,6 +408,8 @@ class EventBuilder:
         """The finding's picture: ``shot``'s frame with faces and plates blurred, and the
         object's crop cut from that. Empty when it cannot be redacted (the picture must
         not leave) or encoded; the finding is kept and sent without one."""
+        if shot.frame is None:
+            return Picture.withheld(ev.id, "its view's frame was not kept")
         image = shot.frame.image
         h, w = image.shape[:2]
         redaction: dict[str, object] = {"ran": False}
@@ -406,8 +447,10 @@ class EventBuilder:
             return None
         best = 0.0
         for shot in shots:
+            if shot.zoom is None:
+                continue
             try:
-                best = max(best, self.second_look(shot.frame.image, shot.detection.bbox, label))
+                best = max(best, self.second_look(shot.zoom, label))
             except ValueError as e:  # a frame the detector cannot take: the look is lost
                 log.warning("track %d: second look failed: %s", tr.id, e)
             if best >= self.cfg.confirm_score:

@@ -56,7 +56,9 @@ class Perception:
         self.frame_time = frame_time
         self.tracker = Tracker(max_missed_s=1.0)
         self.sampler = Sampler(cfg.sampling)
-        self.shots = BestShots.for_config(cfg.events)
+        # Through self.detector, so that a model swapped in live zooms for its own input.
+        self.shots = BestShots.for_config(cfg.events,
+                                          lambda image, bbox: self.detector.zoom(image, bbox))
         self.stats = PerceptionStats()
         self.last_frame: Frame | None = None
         """The newest frame analysed (the ``snapshot`` command's picture)."""

@@ -310,7 +310,7 @@ class Pipeline:
                 cfg.events, cfg.camera, self.history.position_at,
                 Redactor() if cfg.events.redact else None, model=detector.model_path.stem,
                 config_version=cfg.version, frame_time=frame_time,
-                second_look=look.second_look,
+                second_look=look.look,
                 recent=RecentFindings(cfg.events.dedup_distance_m, window, recent),
                 time_source=(lambda: "recording") if recorded else self.clock.time_source,
                 ids=ids)
@@ -694,7 +694,7 @@ class Pipeline:
         restarted = []
         if detectors is not None and self.perception is not None:
             self.perception.detector, self._look = detectors
-            self._builder.second_look = self._look.second_look \
+            self._builder.second_look = self._look.look \
                 if new.events.confirm_score > 0 else None
             self._builder.model = detectors[0].model_path.stem
             restarted.append("detector")
@@ -726,7 +726,7 @@ class Pipeline:
                 b.redactor = Redactor()
             elif not new.events.redact:
                 b.redactor = None
-            b.second_look = self._look.second_look if new.events.confirm_score > 0 else None
+            b.second_look = self._look.look if new.events.confirm_score > 0 else None
             self.perception.shots.keep = BestShots.for_config(new.events).keep
             self.perception.sampler.cfg = new.sampling
         self.writer.max_held = new.store.max_held

@@ -66,6 +66,16 @@ class Frame:
 
 
 Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Zoom:
+    """What a second look sees of one view: the square of the frame around the object
+    (:func:`agent.detector.zoom_in`) and the object's box within it (fractions of the
+    square). Small enough to keep where the whole frame is not."""
+
+    image: np.ndarray = field(repr=False)
+    seen: Box
 """x1, y1, x2, y2 as fractions of the frame's width and height (0..1)."""
 
 

@@ -309,9 +309,10 @@ def render(cost: dict[Size, list[Figures]], found: dict[Size, dict[str, object]]
         f"rounds, sizes interleaved; each stage's median in a run, the median over the "
         f"rounds, and in brackets the median of its ratio to {size_text(base)} in the same "
         f"round. The default is `camera.width` x `camera.height`. A frame held is one BGR "
-        f"frame: a live track keeps `events.confirm_views` "
-        f"({EventsConfig().confirm_views}) of them as its best views, and up to "
-        f"{MAX_WAITING} wait for their pictures.",
+        f"frame: a live track keeps one, its best view's, and of its other "
+        f"{EventsConfig().confirm_views - 1} best views (`events.confirm_views`) only the "
+        f"square each one's second look sees; up to {MAX_WAITING} frames wait for their "
+        f"pictures.",
         "",
         "| capture size | pixels | pipeline, per frame | decode | preprocess | picture "
         "(privacy step) | capture to commit | peak RSS | a frame held | picture sent |",

@@ -170,6 +170,28 @@ def test_a_second_look_drops_most_false_alarms_and_keeps_real_objects() -> None:
     assert dropped >= 0.7, f"only {dropped:.0%} of {len(false)} false alarms dropped"
 
 
+def test_a_second_look_at_a_kept_zoom_scores_as_at_the_whole_frame() -> None:
+    """A track's views after its best keep only a copy of their second look's square
+    (agent/events.py); looking at that copy later must score as the whole frame did, for
+    near objects (square of 4x the box) and far ones (square set by the zoom limit)."""
+    from agent.simulate import render_training_scene
+
+    det = Detector(DEFAULT_MODEL, threads=2)
+    rng = np.random.default_rng(np.random.SeedSequence([2026, 12]))
+    looked = 0
+    sides = set()
+    for _ in range(40):
+        img, _ = render_training_scene(rng, 1280, 720)
+        for d in det.detect(img)[:3]:
+            z = det.zoom(img, d.bbox)
+            kept = type(z)(z.image.copy(), z.seen)
+            del z
+            assert det.look(kept, d.label) == det.second_look(img, d.bbox, d.label)
+            sides.add(kept.image.shape[0])
+            looked += 1
+    assert looked >= 30 and len(sides) >= 5
+
+
 @pytest.mark.parametrize("bbox", [(0.0, 0.0, 0.01, 0.02), (0.9, 0.8, 1.0, 1.0),
                                   (0.0, 0.0, 1.0, 1.0), (0.5, 0.5, 0.5, 0.5)],
                          ids=["corner", "edge", "whole-frame", "empty"])

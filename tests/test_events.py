@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from agent.config import CameraConfig, EventsConfig
+from agent.detector import zoom_in
 from agent.events import BestShots, EventBuilder, crop_box, ground_point
 from agent.geo import LocalFrame, destination, haversine_m
 from agent.gps import FixHistory
 from agent.privacy import Redaction, Redactor
-from agent.records import Detection, Fix, Frame
+from agent.records import Detection, Fix, Frame, Zoom
 from agent.simulate.camera import Camera
 from agent.tracker import Tracker
 
@@ -74,11 +75,16 @@ def drive_past(obj: tuple[float, float], seconds: float = 6.0, fps: float = 10.0
     return h, frames, dets
 
 
+def zoom(image: np.ndarray, bbox: tuple[float, float, float, float]) -> Zoom:
+    """The second look's square, as the default model's detector cuts it."""
+    return zoom_in(image, bbox, (320, 320))
+
+
 def run(builder: EventBuilder, frames: list[Frame], dets: list[list[Detection]]) -> list:
     """Frames through the tracker and the best-shot keeper (as perception runs them) and
     the ended tracks through the builder (as the findings stage does)."""
     tr = Tracker()
-    shots = BestShots.for_config(builder.cfg)
+    shots = BestShots.for_config(builder.cfg, zoom)
     events = []
     for f, d in zip(frames, dets, strict=True):
         updated, ended = tr.update(f, d)
@@ -160,20 +166,22 @@ def test_a_track_not_found_again_on_a_closer_look_is_not_a_finding() -> None:
     cfg = EventsConfig(redact=False)
     asked: list[tuple[float, ...]] = []
 
-    def doubtful(image: np.ndarray, bbox: tuple[float, ...], label: str) -> float:
-        assert label == "garbage" and image.shape == (360, 640, 3)
-        asked.append(bbox)
+    def doubtful(z: Zoom, label: str) -> float:
+        assert label == "garbage" and z.image.shape[0] == z.image.shape[1] <= 360
+        asked.append(z.seen)
         return cfg.confirm_score - 0.1
 
     b = EventBuilder(cfg, CAM_CFG, hist.position_at, None, second_look=doubtful)
     assert run(b, frames, dets) == [] and b.stats.unconfirmed == 1
     quality = sorted(((shot_quality(f.image, d[0]), d[0].bbox)
                       for f, d in zip(frames, dets, strict=True) if d), reverse=True)
-    assert sorted(asked) == sorted(bb for _, bb in quality[:cfg.confirm_views])
+    best_views = [zoom(np.zeros((360, 640, 3), np.uint8), bb).seen
+                  for _, bb in quality[:cfg.confirm_views]]
+    assert sorted(asked) == sorted(best_views)
 
     hist2, frames2, dets2 = drive_past(obj, t0=T0 + timedelta(minutes=20))
     b.positions = hist2.position_at
-    b.second_look = lambda image, bbox, label: 0.95
+    b.second_look = lambda z, label: 0.95
     events = run(b, frames2, dets2)
     assert len(events) == 1 and b.stats.repeats == 0
     assert events[0].attributes["second_look"] == 0.95
@@ -183,13 +191,40 @@ def test_with_confirm_score_0_there_is_no_second_look() -> None:
     obj = destination(*destination(*ORIGIN, 0.0, 40.0), 90.0, 5.0)
     hist, frames, dets = drive_past(obj)
 
-    def never(image: np.ndarray, bbox: tuple[float, ...], label: str) -> float:
+    def never(z: Zoom, label: str) -> float:
         raise AssertionError("second look asked although turned off")
 
     b = EventBuilder(EventsConfig(redact=False, confirm_score=0), CAM_CFG, hist.position_at,
                      None, second_look=never)
     events = run(b, frames, dets)
     assert len(events) == 1 and events[0].attributes["second_look"] is None
+
+
+def test_a_live_track_holds_one_whole_frame_and_zooms_of_its_other_views() -> None:
+    """A frame is 2.7 MB at 1280x720: each live track keeps its best view's whole (the
+    picture's), and of its other best views only the square the second look sees, copied
+    out of the frame so that the frame can go."""
+    obj = destination(*destination(*ORIGIN, 0.0, 40.0), 90.0, 5.0)
+    _, frames, dets = drive_past(obj)
+    tr, shots = Tracker(), BestShots.for_config(EventsConfig(confirm_views=3), zoom)
+    done = []
+    for f, d in zip(frames, dets, strict=True):
+        updated, ended = tr.update(f, d)
+        shots.observe(f, updated)
+        done += shots.end(ended)
+        held = shots._shots[updated[0].id] if updated else []
+        if len(held) > 1:
+            assert held[0].frame is not None and all(s.frame is None for s in held[1:])
+            for s in held[1:]:
+                assert s.zoom is not None and s.zoom.image.base is None  # its own copy
+                assert s.zoom.image.nbytes < f.image.nbytes / 2
+    (ended,) = done + shots.end(tr.flush())
+    assert [s.quality for s in ended.shots] == sorted((s.quality for s in ended.shots),
+                                                     reverse=True)
+    assert len(ended.shots) == 3 and ended.shots[0].frame is not None
+    # the best view's square is a view into its frame, not a copy
+    assert ended.shots[0].zoom is not None
+    assert np.shares_memory(ended.shots[0].zoom.image, ended.shots[0].frame.image)
 
 
 def test_without_gps_the_event_has_no_invented_position() -> None:
