@@ -93,6 +93,11 @@ class BestShot:
     """What the second look sees (None without one)."""
 
 
+def _frames(tr: Track) -> str:
+    """Which frames a track spans, for a log line that must be matched to a recording."""
+    return f"frames {tr.observations[0].index}-{tr.last.index}, {tr.frames} seen"
+
+
 def _without_frame(shot: BestShot) -> BestShot:
     """``shot`` keeping only its own copy of its zoom (the frame, if no one else holds
     it, is freed)."""
@@ -348,19 +353,20 @@ class EventBuilder:
         position, where = self._position(tr, h / w)
         if where == "too-far":
             self.stats.too_far += 1
-            log.debug("track %d: %s only seen beyond %.0f m; not a finding", tr.id, label,
-                      self.cfg.max_range_m)
+            log.debug("track %d (%s): %s only seen beyond %.0f m; not a finding", tr.id,
+                      _frames(tr), label, self.cfg.max_range_m)
             return None
         if where == "moves-with-vehicle":
             self.stats.moves_with_vehicle += 1
-            log.debug("track %d: %s kept its distance ahead as the vehicle drove on; "
-                      "not a finding", tr.id, label)
+            log.debug("track %d (%s): %s kept its distance ahead as the vehicle drove on; "
+                      "not a finding", tr.id, _frames(tr), label)
             return None
         confirmed = self._confirm(tr, label, shots)
         if confirmed is not None and confirmed < self.cfg.confirm_score:
             self.stats.unconfirmed += 1
-            log.debug("track %d: %s not found again on a closer look (%.2f < %.2f); "
-                      "not a finding", tr.id, label, confirmed, self.cfg.confirm_score)
+            log.debug("track %d (%s): %s not found again on a closer look (%.2f < %.2f); "
+                      "not a finding", tr.id, _frames(tr), label, confirmed,
+                      self.cfg.confirm_score)
             return None
         when = self.frame_time(best.frame.captured_utc, best.frame.captured_mono)
         if (earlier := self.recent.repeat_of(label, position, when)) is not None:

@@ -155,11 +155,17 @@ def test_a_place_that_keeps_its_distance_ahead_is_not_a_finding() -> None:
     assert ev.position is not None and ev.position.source == "object"
 
 
-def test_a_track_not_found_again_on_a_closer_look_is_not_a_finding() -> None:
+def test_a_track_not_found_again_on_a_closer_look_is_not_a_finding(
+        caplog: pytest.LogCaptureFixture) -> None:
     """The second look is asked about the track's best views, and a track it does not
-    confirm is dropped without a trace: the same object confirmed on a later pass is still
-    a finding (not suppressed as seen before)."""
+    confirm is dropped without a trace but a debug line naming its frames (to find it in
+    the recording): the same object confirmed on a later pass is still a finding (not
+    suppressed as seen before)."""
+    import logging
+
     from agent.events import shot_quality
+
+    caplog.set_level(logging.DEBUG, logger="events")
 
     obj = destination(*destination(*ORIGIN, 0.0, 40.0), 90.0, 5.0)
     hist, frames, dets = drive_past(obj)
@@ -173,6 +179,9 @@ def test_a_track_not_found_again_on_a_closer_look_is_not_a_finding() -> None:
 
     b = EventBuilder(cfg, CAM_CFG, hist.position_at, None, second_look=doubtful)
     assert run(b, frames, dets) == [] and b.stats.unconfirmed == 1
+    seen = [i for i, d in enumerate(dets) if d]
+    assert (f"(frames {seen[0]}-{seen[-1]}, {len(seen)} seen): garbage not found again on a "
+            "closer look") in caplog.text
     quality = sorted(((shot_quality(f.image, d[0]), d[0].bbox)
                       for f, d in zip(frames, dets, strict=True) if d), reverse=True)
     best_views = [zoom(np.zeros((360, 640, 3), np.uint8), bb).seen
