@@ -66,6 +66,7 @@ class Frame:
 
 
 Box = tuple[float, float, float, float]
+"""x1, y1, x2, y2 as fractions of the frame's width and height (0..1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,6 @@ class Zoom:
 
     image: np.ndarray = field(repr=False)
     seen: Box
-"""x1, y1, x2, y2 as fractions of the frame's width and height (0..1)."""
 
 
 def iou(a: Box, b: Box) -> float:
