@@ -18,7 +18,7 @@ from agent.detector import (
     nms,
     unletterbox,
 )
-from agent.records import iou
+from agent.records import Zoom, iou
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_MODELS = ROOT / "tests" / "models"
@@ -184,7 +184,7 @@ def test_a_second_look_at_a_kept_zoom_scores_as_at_the_whole_frame() -> None:
         img, _ = render_training_scene(rng, 1280, 720)
         for d in det.detect(img)[:3]:
             z = det.zoom(img, d.bbox)
-            kept = type(z)(z.image.copy(), z.seen)
+            kept = Zoom(z.image.copy(), z.seen)
             del z
             assert det.look(kept, d.label) == det.second_look(img, d.bbox, d.label)
             sides.add(kept.image.shape[0])

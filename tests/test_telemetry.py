@@ -41,17 +41,17 @@ def test_telemetry_carries_real_figures_and_status_shows_them(tmp_path: Path) ->
             with sub.lock:
                 return [json.loads(p) for _, p, _ in sub.messages]
 
-        def drained(r: dict) -> bool:
-            # the unit finds objects of its own as it plays the drive, and each waits a
-            # moment for its picture: the report to judge is one between those
-            return r["outbox"]["pending"] == 0 and r["outbox"]["delivered"] >= 2
+        def judged(r: dict) -> bool:
+            # with satellites, and the outbox drained: the unit finds objects of its own as
+            # it plays the drive, and each waits a moment for its picture; the report to
+            # judge is one between those
+            return ("satellites_used" in r.get("gps", {}) and r["outbox"]["pending"] == 0
+                    and r["outbox"]["delivered"] >= 2)
 
-        wait_until(lambda: len(reports()) >= 5 and "satellites_used" in
-                   reports()[-1].get("gps", {}) and drained(reports()[-1]), 60,
+        wait_until(lambda: len(reports()) >= 5 and judged(reports()[-1]), 60,
                    "five reports, with satellites, the outbox delivered")
         # the newest such report (later ones may come with a finding of the drive pending)
-        r = next(x for x in reversed(reports())
-                 if "satellites_used" in x.get("gps", {}) and drained(x))
+        r = next(x for x in reversed(reports()) if judged(x))
         status = subprocess.run(agent_cmd("status", "--config", str(cfg)), capture_output=True,
                                 text=True, timeout=30)
     finally:
