@@ -28,9 +28,10 @@ Sections of the model card:
   then say what it costs on drives nothing was tuned on. The section names the chosen value
   and whether it is the agent's default (``SamplingConfig.every_m``);
   ``tests/test_sampling.py`` holds the section to the default and its choice to the rule.
-  These are replays at full speed: a frame's position is interpolated between fixes, where
-  a live unit extrapolates from the last one, so the sweep may not show what a live unit
-  loses (``SamplingConfig.every_m`` says why its default is not the chosen value).
+  These are replays at full speed, where a frame's position is interpolated between fixes
+  (a live unit extrapolates from the last one); replayed in real time through gpsd
+  (``patrol-agent replay --speed 1``) the tuning drives lost no object at 1 m either.
+  ``SamplingConfig.every_m`` says why its default is not the chosen value.
 
 Without ``--seeds``, ``--confirm-score``, ``--every-m`` or ``--duration``, the settings the
 card's section was written with are used again (else the defaults above, 60 s, the default
