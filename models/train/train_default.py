@@ -360,6 +360,17 @@ Not measured for this model yet: run
 `python models/train/drives.py models/civil-complaint.tflite --section drives-tuning --write`.
 <!-- drives-tuning:end -->
 
+How far apart the analysed frames are (`sampling.every_m`), chosen on the tuning drives by
+a rule fixed beforehand and then measured on the evaluation drives. The agent's default
+stays 0 for now (`SamplingConfig.every_m` says why: at 1 m a track near the camera can
+break into pieces, and the first piece, seen only from afar, places its object metres off).
+`tests/test_sampling.py` holds the section to the default and its choice to the rule:
+
+<!-- sampling:begin -->
+Not measured for this model yet: run
+`python models/train/drives.py models/civil-complaint.tflite --section sampling --write`.
+<!-- sampling:end -->
+
 ## Reproduce
 ```
 pip install -e '.[train]'        # tensorflow-cpu {tf.__version__}; better in a separate venv
