@@ -403,8 +403,9 @@ figures; docs/retraining.md is the recipe. Every run of this script also writes
     print(f"wrote {card}; its generated sections ({', '.join(carried) or 'none yet'}) hold "
           "the previous model's figures or none: now run "
           f"python models/train/real_photos.py {path} --write, "
-          f"python models/train/drives.py {path} --write and "
-          f"python models/train/drives.py {path} --section drives-tuning --write", flush=True)
+          f"python models/train/drives.py {path} --write, "
+          f"python models/train/drives.py {path} --section drives-tuning --write and "
+          f"python models/train/drives.py {path} --section sampling --write", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
