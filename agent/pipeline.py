@@ -693,9 +693,7 @@ class Pipeline:
         self.cfg = new
         restarted = []
         if detectors is not None and self.perception is not None:
-            self.perception.detector, self._look = detectors
-            self._builder.second_look = self._look.look \
-                if new.events.confirm_score > 0 else None
+            self.perception.detector, self._look = detectors  # _apply_live hands it on
             self._builder.model = detectors[0].model_path.stem
             restarted.append("detector")
         if camera is not None:
