@@ -124,10 +124,11 @@ from typing import Any
 
 import cv2
 
+from agent.sources import IMAGE_SUFFIXES  # what a folder camera source reads, read here too
+
 log = logging.getLogger("datasets")
 
 FORMATS = ("coco", "yolo", "voc", "aihub")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # directory names that are a data set's own split, not a recording (dropped from groups, so
 # that frames the set's author split by image still share one group here)
 SPLIT_DIRS = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
