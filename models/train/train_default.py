@@ -371,6 +371,16 @@ Not measured for this model yet: run
 `python models/train/drives.py models/civil-complaint.tflite --section sampling --write`.
 <!-- sampling:end -->
 
+### Where the boxes place objects
+An object is placed where its box bottom meets the ground. A model whose boxes place far
+objects too near and near ones too far makes each place travel with the vehicle, and
+`events.max_drift` then drops real objects; `models/train/placement.py` measures it:
+
+<!-- placement:begin -->
+Not measured for this model yet: run
+`python models/train/placement.py models/civil-complaint.tflite --write`.
+<!-- placement:end -->
+
 ## Reproduce
 ```
 pip install -e '.[train]'        # tensorflow-cpu {tf.__version__}; better in a separate venv
@@ -404,8 +414,9 @@ figures; docs/retraining.md is the recipe. Every run of this script also writes
           "the previous model's figures or none: now run "
           f"python models/train/real_photos.py {path} --write, "
           f"python models/train/drives.py {path} --write, "
-          f"python models/train/drives.py {path} --section drives-tuning --write and "
-          f"python models/train/drives.py {path} --section sampling --write", flush=True)
+          f"python models/train/drives.py {path} --section drives-tuning --write, "
+          f"python models/train/drives.py {path} --section sampling --write and "
+          f"python models/train/placement.py {path} --write", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
