@@ -6,6 +6,7 @@ tests/test_replay.py::test_generated_drives_meet_the_evaluation_targets)."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -81,7 +82,7 @@ def test_a_hand_altered_figure_fails_the_check_naming_it(
     # the command line: --check exits 1 with that message and the command that fixes it
     card = tmp_path / "MODEL_CARD.md"
     card.write_text(card_with(altered))
-    monkeypatch.setattr(drives, "CARD", card)
+    assert drives.card_for(model) == card  # the card beside the model
     monkeypatch.setattr(drives, "measure", lambda *a, **k: results)
     assert drives.main([str(model), "--check"]) == 1  # seeds and scores as the card states
     err = capsys.readouterr().err
@@ -90,6 +91,38 @@ def test_a_hand_altered_figure_fails_the_check_naming_it(
     assert "--seeds 21-28 --confirm-score 0.8 0.85 --duration 60 --write" in err
     card.write_text(card_with(section))
     assert drives.main([str(model), "--check"]) == 0
+
+
+def test_a_candidate_s_figures_go_into_its_own_card_never_the_shipped_one(
+        results: dict[float, Scores], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model trained into a folder of its own (train_default.py --out DIR, or a candidate
+    kept in models/candidates/NAME/) has its card beside it; drives.py --write on it fills
+    that card and leaves the shipped model's alone."""
+    shipped = drives.CARD.read_bytes()
+    candidate = tmp_path / "candidates" / "run3" / "civil-complaint.tflite"
+    candidate.parent.mkdir(parents=True)
+    candidate.write_bytes(b"a candidate's weights")
+    (candidate.parent / "MODEL_CARD.md").write_text(card_with("<!-- drives:begin -->\n"
+                                                              "<!-- drives:end -->"))
+    monkeypatch.setattr(drives, "measure", lambda *a, **k: results)
+    assert drives.main([str(candidate), "--seeds", "21-28", "--write"]) == 0
+    card = (candidate.parent / "MODEL_CARD.md").read_text()
+    assert drives.sha256_prefix(candidate) in card and "| 0.85 (default) | 1.00 | 0.86 |" in card
+    assert drives.main([str(candidate), "--check"]) == 0
+    assert drives.CARD.read_bytes() == shipped
+
+
+def test_the_kept_candidate_s_real_photo_figures_are_its_own() -> None:
+    """models/candidates/*/: each kept candidate's card holds its own model's false alarms on
+    real photos, checked the way the shipped card's are (real_photos.py --check, the card
+    beside the model)."""
+    candidates = sorted((ROOT / "models" / "candidates").glob("*/civil-complaint.tflite"))
+    assert candidates, "no kept candidate"
+    for model in candidates:
+        r = subprocess.run([sys.executable, str(ROOT / "models" / "train" / "real_photos.py"),
+                            str(model), "--check"],
+                           capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-1500:]
 
 
 def test_a_stale_card_names_what_changed(model: Path, results: dict[float, Scores],

@@ -14,7 +14,9 @@ the drive's ``truth.json`` with ``agent.evaluate.score``, pooled over the seeds:
 precision, findings per object, median position error. The agent's current default
 ``confirm_score`` is always measured, and marked in the table.
 
-Sections of the model card:
+The card is the MODEL_CARD.md beside the model (:func:`card_for`): models/MODEL_CARD.md for
+the shipped model, a candidate's own for one kept in models/candidates/NAME/ or trained into
+a folder of its own. Sections of the model card:
 
 * ``drives``: seeds 21-28, the evaluation drives that neither training nor tuning ever used.
 * ``drives-tuning``: seeds 101-112, the drives the event filters were tuned on.
@@ -89,6 +91,7 @@ import sections as doc_sections  # models/sections.py
 
 ROOT = Path(__file__).resolve().parents[2]
 CARD = ROOT / "models" / "MODEL_CARD.md"
+"""The shipped model's card."""
 SECTIONS: dict[str, tuple[int, ...]] = {
     "drives": tuple(range(21, 29)),         # evaluation: never used for training or tuning
     "drives-tuning": tuple(range(101, 113)),  # what confirm_score and the filters were tuned on
@@ -407,6 +410,12 @@ def model_display(model: Path) -> str:
 
 def sha256_prefix(model: Path, n: int = 12) -> str:
     return hashlib.sha256(model.read_bytes()).hexdigest()[:n]
+
+
+def card_for(model: Path) -> Path:
+    """A model's card is the MODEL_CARD.md beside it: the shipped model's is :data:`CARD`,
+    a candidate's (models/candidates/NAME/) or a fresh training run's is its own."""
+    return model.resolve().parent / "MODEL_CARD.md"
 
 
 def command(model: Path, seeds: Sequence[int], confirm_scores: Iterable[float],
@@ -825,7 +834,7 @@ def sampling_settings(args: argparse.Namespace, card: str) -> tuple[list[float],
     return sorted({*every_ms, 0.0, DEFAULT_EVERY_M}), duration
 
 
-def main_sampling(args: argparse.Namespace, card: str) -> int:
+def main_sampling(args: argparse.Namespace, card: str, path: Path) -> int:
     every_ms, duration = sampling_settings(args, card)
     tuning, evaluation = measure_sampling(args.model, every_ms, duration, args.workdir,
                                           args.jobs)
@@ -833,13 +842,13 @@ def main_sampling(args: argparse.Namespace, card: str) -> int:
     if args.check:
         problems = sampling_differences(card, tuning, evaluation, args.model, duration)
         if problems:
-            print(f"{CARD}: the {SAMPLING} section is not what {args.model.name} gives on "
+            print(f"{path}: the {SAMPLING} section is not what {args.model.name} gives on "
                   "the drives:\n" + "\n".join(f"  - {p}" for p in problems) + "\nrun "
                   f"{sampling_command(args.model, every_ms, duration)}", file=sys.stderr)
             return 1
         return 0
     if args.write:
-        CARD.write_text(put_section(card, new, SAMPLING), encoding="utf-8")
+        path.write_text(put_section(card, new, SAMPLING), encoding="utf-8")
     print(new)
     return 0
 
@@ -875,12 +884,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--confirm-score: each between 0 and 1")
     if any(m < 0 for m in args.every_m or ()):
         ap.error("--every-m: each 0 or more")
-    card = CARD.read_text(encoding="utf-8")
+    path = card_for(args.model)
+    card = path.read_text(encoding="utf-8") if path.exists() else ""
     if args.section == SAMPLING:
         if args.seeds or args.confirm_score:
             ap.error("--section sampling: its seeds are the drives and drives-tuning "
                      "sections' and its confirm_score the agent's default")
-        return main_sampling(args, card)
+        return main_sampling(args, card, path)
     if args.every_m:
         ap.error("--every-m: only with --section sampling")
     seeds, scores, duration = settings(args, card)
@@ -889,14 +899,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         problems = differences(card, results, args.model, seeds, duration, args.section)
         if problems:
-            print(f"{CARD}: the {args.section} section is not what {args.model.name} gives on "
+            print(f"{path}: the {args.section} section is not what {args.model.name} gives on "
                   "the drives:\n" + "\n".join(f"  - {p}" for p in problems) + "\nrun "
                   f"{command(args.model, seeds, scores, duration, args.section)}",
                   file=sys.stderr)
             return 1
         return 0
     if args.write:
-        CARD.write_text(put_section(card, new, args.section), encoding="utf-8")
+        path.write_text(put_section(card, new, args.section), encoding="utf-8")
     print(new)
     return 0
 

@@ -6,6 +6,8 @@ how far the object is.
     python models/train/placement.py models/civil-complaint.tflite --write    # into the card
     python models/train/placement.py models/civil-complaint.tflite --check    # card current?
 
+The section goes into the MODEL_CARD.md beside the model (``drives.card_for``).
+
 The event stage places an object where the bottom of its box meets the ground
 (``events.ground_point``), from its nearest views, and drops a track whose place keeps its
 distance ahead of the vehicle (``events.max_drift``): that is what a far object placed short
@@ -176,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         made = drives.simulate(args.seeds, args.duration, work, args.jobs)
         r = ratios(args.model, [made[s] for s in args.seeds])
-    return sections.publish(drives.CARD, NAME, section(args.model, args.seeds, args.duration, r),
-                            write=args.write, check=args.check, missing=before_reproduce,
+    text = section(args.model, args.seeds, args.duration, r)
+    return sections.publish(drives.card_for(args.model), NAME, text, write=args.write,
+                            check=args.check, missing=before_reproduce,
                             fix=command(args.model, args.seeds, args.duration))
 
 

@@ -11,7 +11,8 @@ scene, objects, textures, documents, microscope and telescope images. The synthe
 images there (chessboards, a colour wheel, a logo, a phantom) are left out. Every reported
 class detection (garbage, banner, construction) scoring at least the agent's default
 ``detector.score_threshold`` is a false alarm, since no photo holds one. The model card's
-section between the ``real-photos`` markers is written by ``--write`` and nothing else;
+section between the ``real-photos`` markers (in the MODEL_CARD.md beside the model) is written
+by ``--write`` and nothing else;
 ``tests/test_model_contract.py`` runs ``--check``, so a retrained model with a stale card
 fails the tests.
 """
@@ -37,7 +38,6 @@ HIGH = 0.9  # events.min_score: what could become a finding after tracking
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
 SYNTHETIC = {"chessboard_GRAY.png", "chessboard_RGB.png", "color.png", "logo.png",
              "phantom.png"}
-CARD = Path(__file__).resolve().parents[1] / "MODEL_CARD.md"
 BEGIN, END = sections.markers("real-photos")
 
 
@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         return card.replace("## Speed", "## False alarms on real photos\n\n" + text
                             + "\n\n## Speed", 1)
 
-    return sections.publish(CARD, "real-photos", section(args.model), write=args.write,
+    # the card beside the model: models/MODEL_CARD.md for the shipped one, a candidate's own
+    card = args.model.resolve().parent / "MODEL_CARD.md"
+    return sections.publish(card, "real-photos", section(args.model), write=args.write,
                             check=args.check, missing=before_speed,
                             fix=f"models/train/real_photos.py {args.model} --write")
 
