@@ -20,16 +20,22 @@ ROOT = Path(__file__).resolve().parent.parent
 SEEDS = list(range(21, 29))
 
 
-def load_drives() -> ModuleType:
-    """models/train/drives.py, a script beside the training code, as a module."""
-    if "patrol_drives" not in sys.modules:
+def load_train_script(name: str) -> ModuleType:
+    """models/train/NAME.py, a script beside the training code, as a module."""
+    key = f"patrol_{name}"
+    if key not in sys.modules:
         spec = importlib.util.spec_from_file_location(
-            "patrol_drives", ROOT / "models" / "train" / "drives.py")
+            key, ROOT / "models" / "train" / f"{name}.py")
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
-        sys.modules["patrol_drives"] = module
+        sys.modules[key] = module
         spec.loader.exec_module(module)
-    return sys.modules["patrol_drives"]
+    return sys.modules[key]
+
+
+def load_drives() -> ModuleType:
+    """models/train/drives.py as a module."""
+    return load_train_script("drives")
 
 
 drives = load_drives()

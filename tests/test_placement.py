@@ -3,31 +3,18 @@ the measurement behind the model card's *Where the boxes place objects* section.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
 from agent.config import CameraConfig, DetectorConfig
+from tests.test_model_card import load_train_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "drive"
 
 
-def load_placement() -> ModuleType:
-    if "patrol_placement" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "patrol_placement", ROOT / "models" / "train" / "placement.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["patrol_placement"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["patrol_placement"]
-
-
-placement = load_placement()
+placement = load_train_script("placement")
 
 
 def test_a_box_ending_above_the_foot_places_the_object_too_far_and_one_below_too_near(
