@@ -371,6 +371,8 @@ class EventBuilder:
         when = self.frame_time(best.frame.captured_utc, best.frame.captured_mono)
         if (earlier := self.recent.repeat_of(label, position, when)) is not None:
             self.stats.repeats += 1
+            log.debug("track %d (%s): the same %s as an earlier finding", tr.id, _frames(tr),
+                      label)
             ago = (when - earlier.captured_utc).total_seconds()
             if position is not None and earlier.lat is not None and earlier.lon is not None:
                 away = haversine_m(earlier.lat, earlier.lon, position.lat, position.lon)

@@ -109,7 +109,11 @@ def test_one_event_at_the_objects_place_not_the_vehicles() -> None:
     assert T0 <= ev.captured_utc <= T0 + timedelta(seconds=6)
 
 
-def test_second_lap_is_not_a_second_event() -> None:
+def test_second_lap_is_not_a_second_event(caplog: pytest.LogCaptureFixture) -> None:
+    """...and a debug line names the repeat's frames, to find it in the recording."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="events")
     obj = destination(*destination(*ORIGIN, 0.0, 40.0), 90.0, 5.0)
     hist, frames, dets = drive_past(obj)
     b = EventBuilder(EventsConfig(), CAM_CFG, hist.position_at, Redactor())
@@ -118,6 +122,9 @@ def test_second_lap_is_not_a_second_event() -> None:
     hist2, frames2, dets2 = drive_past(obj, t0=later)
     b.positions = hist2.position_at
     assert run(b, frames2, dets2) == [] and b.stats.repeats == 1
+    seen = [i for i, d in enumerate(dets2) if d]
+    assert (f"(frames {seen[0]}-{seen[-1]}, {len(seen)} seen): the same garbage as an earlier "
+            "finding") in caplog.text
 
 
 def test_an_object_only_seen_from_afar_is_not_a_finding() -> None:
