@@ -3,10 +3,12 @@
 
     put(doc, name, text, missing)   the document with the section replaced (or added)
     publish(path, name, text, ...)  what each measuring script's --write / --check does
+    under_heading(doc, heading, text)  where a new section goes: its heading, before Reproduce
+    card_for(model)                 the model card a model's figures go into: the one beside it
 
 Every figure in a model card or a README table comes from code; a hand-edited figure goes
-stale. The measuring scripts (models/train/real_photos.py, models/privacy/measure.py,
-models/privacy/plates.py) share this instead of each keeping a copy.
+stale. The measuring scripts (models/train/real_photos.py, drives.py, placement.py,
+models/privacy/measure.py, models/privacy/plates.py) share this instead of each keeping a copy.
 """
 
 from __future__ import annotations
@@ -42,6 +44,20 @@ def put(doc: str, name: str, text: str, missing: Callable[[str, str], str]) -> s
 
 def at_end(doc: str, text: str) -> str:
     return doc.rstrip("\n") + "\n\n" + text + "\n"
+
+
+def under_heading(doc: str, heading: str, text: str, before: str = "## Reproduce") -> str:
+    """``doc`` with ``text`` under a new ``heading`` just before the ``before`` heading
+    (at its end if it has none): where a card without a section gets it."""
+    if f"\n{before}" in doc:
+        return doc.replace(f"\n{before}", f"\n{heading}\n\n{text}\n\n{before}", 1)
+    return doc.rstrip("\n") + f"\n\n{heading}\n\n{text}\n"
+
+
+def card_for(model: Path) -> Path:
+    """A model's card is the MODEL_CARD.md beside it: models/MODEL_CARD.md for the shipped
+    model, a candidate's (models/candidates/NAME/) or a fresh training run's its own."""
+    return model.resolve().parent / "MODEL_CARD.md"
 
 
 def publish(path: Path, name: str, text: str, *, write: bool, check: bool, fix: str,

@@ -88,7 +88,7 @@ def test_a_hand_altered_figure_fails_the_check_naming_it(
     # the command line: --check exits 1 with that message and the command that fixes it
     card = tmp_path / "MODEL_CARD.md"
     card.write_text(card_with(altered))
-    assert drives.card_for(model) == card  # the card beside the model
+    assert drives.doc_sections.card_for(model) == card  # the card beside the model
     monkeypatch.setattr(drives, "measure", lambda *a, **k: results)
     assert drives.main([str(model), "--check"]) == 1  # seeds and scores as the card states
     err = capsys.readouterr().err

@@ -14,7 +14,7 @@ the drive's ``truth.json`` with ``agent.evaluate.score``, pooled over the seeds:
 precision, findings per object, median position error. The agent's current default
 ``confirm_score`` is always measured, and marked in the table.
 
-The card is the MODEL_CARD.md beside the model (:func:`card_for`): models/MODEL_CARD.md for
+The card is the MODEL_CARD.md beside the model (``sections.card_for``): models/MODEL_CARD.md for
 the shipped model, a candidate's own for one kept in models/candidates/NAME/ or trained into
 a folder of its own. Sections of the model card:
 
@@ -412,12 +412,6 @@ def sha256_prefix(model: Path, n: int = 12) -> str:
     return hashlib.sha256(model.read_bytes()).hexdigest()[:n]
 
 
-def card_for(model: Path) -> Path:
-    """A model's card is the MODEL_CARD.md beside it: the shipped model's is :data:`CARD`,
-    a candidate's (models/candidates/NAME/) or a fresh training run's is its own."""
-    return model.resolve().parent / "MODEL_CARD.md"
-
-
 def command(model: Path, seeds: Sequence[int], confirm_scores: Iterable[float],
             duration: float, name: str = "drives") -> str:
     sect = f" --section {name}" if name != "drives" else ""
@@ -759,9 +753,7 @@ def put_section(card: str, text: str, name: str = "drives") -> str:
             after = read_section(card, "drives")
         if after is not None:
             return card.replace(after, after + "\n\n" + text, 1)
-        if "\n## Reproduce" in card:
-            return card.replace("\n## Reproduce", f"\n{HEADING}\n\n{text}\n\n## Reproduce", 1)
-        return card.rstrip("\n") + f"\n\n{HEADING}\n\n{text}\n"
+        return doc_sections.under_heading(card, HEADING, text)
 
     return doc_sections.put(card, name, text, missing)
 
@@ -884,7 +876,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--confirm-score: each between 0 and 1")
     if any(m < 0 for m in args.every_m or ()):
         ap.error("--every-m: each 0 or more")
-    path = card_for(args.model)
+    path = doc_sections.card_for(args.model)
     card = path.read_text(encoding="utf-8") if path.exists() else ""
     if args.section == SAMPLING:
         if args.seeds or args.confirm_score:

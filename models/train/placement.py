@@ -6,7 +6,7 @@ how far the object is.
     python models/train/placement.py models/civil-complaint.tflite --write    # into the card
     python models/train/placement.py models/civil-complaint.tflite --check    # card current?
 
-The section goes into the MODEL_CARD.md beside the model (``drives.card_for``).
+The section goes into the MODEL_CARD.md beside the model (``sections.card_for``).
 
 The event stage places an object where the bottom of its box meets the ground
 (``events.ground_point``), from its nearest views, and drops a track whose place keeps its
@@ -151,10 +151,7 @@ def section(model: Path, seeds: Sequence[int], duration: float, r: Ratios) -> st
 
 def before_reproduce(card: str, text: str) -> str:
     """Where a card without the section gets it: its own heading, before Reproduce."""
-    block = f"{HEADING}\n\n{text}\n\n"
-    if "\n## Reproduce" in card:
-        return card.replace("\n## Reproduce", f"\n{block}## Reproduce", 1)
-    return card.rstrip("\n") + "\n\n" + block
+    return sections.under_heading(card, HEADING, text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         made = drives.simulate(args.seeds, args.duration, work, args.jobs)
         r = ratios(args.model, [made[s] for s in args.seeds])
     text = section(args.model, args.seeds, args.duration, r)
-    return sections.publish(drives.card_for(args.model), NAME, text, write=args.write,
+    return sections.publish(sections.card_for(args.model), NAME, text, write=args.write,
                             check=args.check, missing=before_reproduce,
                             fix=command(args.model, args.seeds, args.duration))
 

@@ -123,10 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return card.replace("## Speed", "## False alarms on real photos\n\n" + text
                             + "\n\n## Speed", 1)
 
-    # the card beside the model: models/MODEL_CARD.md for the shipped one, a candidate's own
-    card = args.model.resolve().parent / "MODEL_CARD.md"
-    return sections.publish(card, "real-photos", section(args.model), write=args.write,
-                            check=args.check, missing=before_speed,
+    return sections.publish(sections.card_for(args.model), "real-photos", section(args.model),
+                            write=args.write, check=args.check, missing=before_speed,
                             fix=f"models/train/real_photos.py {args.model} --write")
 
 
